@@ -1,0 +1,7 @@
+"""distill: knowledge distillation into MobileNet students, one recipe per application of the MobileNet paper."""
+
+from distill.checkpoint import load_student
+
+__all__ = ["load_student", "__version__"]
+
+__version__ = "0.1.0"

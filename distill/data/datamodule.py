@@ -1,0 +1,149 @@
+"""The DataModule every recipe's data builds on: named splits of uint8 image arrays.
+
+Splits by role:
+- ``teacher_train``: labelled images the teacher is fitted on when no pretrained weights are given;
+- ``train``: the student's distillation data (labels optional: the teacher provides the targets);
+- ``test``: labelled held-out data on which teacher and student are evaluated by the same code.
+A subclass only says how to build the arrays (``build_splits``) and what identifies them (``fingerprint_parts``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from distill.cache import fingerprint
+from distill.data.views import ImageArrayDataset, ViewSampler
+
+__all__ = ["Split", "ArrayDataModule"]
+
+
+@dataclass
+class Split:
+    """One split: images (N, H, W, 3) uint8, optional targets, and any extra arrays a task needs (e.g. pairs)."""
+
+    images: np.ndarray
+    targets: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Serves the splits as dict batches {"image", "index", "view", ["target"], ["teacher_image"]}."""
+
+    def __init__(
+        self,
+        resolution: int = 96,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        num_views: int = 2,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) <= 0:
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        self.resolution = int(resolution)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.num_views = int(num_views)
+        self.augment = augment
+        self.seed = int(seed)
+        self.teacher_resolution: int | None = None
+        self._splits: dict[str, Split] | None = None
+
+    # --- what a subclass provides -------------------------------------------------------------
+    def build_splits(self) -> dict[str, Split]:
+        raise NotImplementedError
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """Plain data that identifies the images and labels (not the loader settings)."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    # --- shared machinery -----------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        return fingerprint(kind=type(self).__name__, **self.fingerprint_parts())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            splits = self.build_splits()
+            for name in ("train", "test"):
+                if name not in splits:
+                    raise ValueError(f"{type(self).__name__}.build_splits() returned no '{name}' split")
+            self._splits = splits
+
+    def split(self, name: str) -> Split:
+        self.setup()
+        assert self._splits is not None
+        if name not in self._splits:
+            raise KeyError(f"{type(self).__name__} has no '{name}' split (has: {sorted(self._splits)})")
+        return self._splits[name]
+
+    def has_split(self, name: str) -> bool:
+        self.setup()
+        assert self._splits is not None
+        return name in self._splits
+
+    def dataset(self, name: str, *, resolution: int | None = None, augment: bool | None = None,
+                with_teacher_image: bool = False) -> ImageArrayDataset:
+        split = self.split(name)
+        return ImageArrayDataset(
+            split.images,
+            split.targets,
+            resolution or self.resolution,
+            teacher_resolution=self.teacher_resolution if with_teacher_image else None,
+            augment=self.augment if augment is None else augment,
+            seed=self.seed,
+        )
+
+    def _loader(self, dataset: ImageArrayDataset, *, shuffle: bool, batch_size: int, views: int = 1) -> DataLoader:
+        sampler = ViewSampler(len(dataset), views, shuffle=shuffle, seed=self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """The student's training data, views cycling with the epoch (teacher outputs cacheable per view)."""
+        dataset = self.dataset("train", with_teacher_image=True)
+        return self._loader(dataset, shuffle=True, batch_size=self.batch_size, views=self.num_views)
+
+    def view_dataloader(self, view: int) -> DataLoader:
+        """All training samples of one augmentation view, in order: what the teacher-output cache is built from."""
+        dataset = self.dataset("train", with_teacher_image=True)
+        pairs = [(index, view) for index in range(len(dataset))]
+        return DataLoader(pairs, batch_size=self.eval_batch_size, collate_fn=lambda items: _collate(dataset, items),
+                          num_workers=0)
+
+    def teacher_train_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Labelled data at the teacher's resolution, for fitting a teacher when no weights are given."""
+        name = "teacher_train" if self.has_split("teacher_train") else "train"
+        dataset = self.dataset(name, resolution=self.teacher_resolution or self.resolution)
+        if dataset.targets is None:
+            raise ValueError(f"{type(self).__name__}: split '{name}' has no labels to fit a teacher on")
+        return self._loader(dataset, shuffle=True, batch_size=batch_size or self.batch_size, views=1_000_000)
+
+    def eval_dataloader(self, name: str = "test", *, resolution: int | None = None) -> DataLoader:
+        dataset = self.dataset(name, resolution=resolution, augment=False)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+def _collate(dataset: ImageArrayDataset, items: list[tuple[int, int]]) -> dict:
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[item] for item in items])

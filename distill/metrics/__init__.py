@@ -1,0 +1,25 @@
+"""Evaluation metrics of the recipes: face verification (LFW protocol), geolocation accuracy,
+top-k classification accuracy and multi-label mean average precision."""
+
+from distill.metrics.classification import most_confused_pairs, topk_accuracy
+from distill.metrics.geolocation import (
+    EARTH_RADIUS_KM,
+    GEO_SCALES_KM,
+    GeolocationAccuracy,
+    great_circle_km,
+)
+from distill.metrics.multilabel import multilabel_average_precision
+from distill.metrics.verification import tar_at_far, verify_distances, verify_pairs
+
+__all__ = [
+    "verify_pairs",
+    "verify_distances",
+    "tar_at_far",
+    "great_circle_km",
+    "EARTH_RADIUS_KM",
+    "GEO_SCALES_KM",
+    "GeolocationAccuracy",
+    "topk_accuracy",
+    "most_confused_pairs",
+    "multilabel_average_precision",
+]

@@ -1,0 +1,64 @@
+"""Multi-label scores: mean average precision over attributes (the face-attribute metric)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics.classification import BinaryAveragePrecision, MultilabelAveragePrecision
+
+__all__ = ["multilabel_average_precision"]
+
+
+def multilabel_average_precision(
+    probs_or_logits, target, names: Sequence[str] | None = None
+) -> dict:
+    """Average precision of each attribute and their macro mean.
+
+    ``probs_or_logits``: (N, L) scores (AP only depends on their order, so probabilities and logits
+    give the same result); ``target``: (N, L) of 0/1. An attribute with no positive sample has no
+    AP: it is reported as None and left out of ``mAP`` (None too when no attribute has a positive).
+    Returns ``{"mAP": float | None, "ap_per_attribute": {name: float | None}}``; names default to
+    the column indices as strings.
+    """
+    scores = torch.as_tensor(probs_or_logits).detach()
+    target = torch.as_tensor(target).detach()
+    if scores.ndim != 2 or not scores.is_floating_point():
+        raise ValueError(
+            f"probs_or_logits: expected a floating (N, L) tensor, got shape {tuple(scores.shape)} "
+            f"and dtype {scores.dtype}"
+        )
+    if tuple(target.shape) != tuple(scores.shape):
+        raise ValueError(
+            f"target: expected shape {tuple(scores.shape)} to match probs_or_logits, "
+            f"got {tuple(target.shape)}"
+        )
+    if scores.shape[0] == 0:
+        raise ValueError("probs_or_logits: expected at least one sample, got 0")
+    if not torch.isfinite(scores).all():
+        raise ValueError("probs_or_logits: contains NaN or infinity")
+    if target.is_complex() or not ((target == 0) | (target == 1)).all():
+        raise ValueError("target: expected 0/1 (or boolean) labels")
+    num_labels = scores.shape[1]
+    if names is None:
+        names = [str(i) for i in range(num_labels)]
+    elif len(names) != num_labels:
+        raise ValueError(f"names: expected {num_labels} names (one per column), got {len(names)}")
+    target = target.long().to(scores.device)
+
+    scored = torch.nonzero(target.sum(dim=0) > 0).flatten()
+    per_attribute = {name: None for name in names}
+    if scored.numel() == 0:
+        return {"mAP": None, "ap_per_attribute": per_attribute}
+    # Only attributes with a positive are passed on: for the others torchmetrics warns and
+    # returns a placeholder value instead of an undefined AP. Its multi-label form needs two or
+    # more labels, so a single one goes through the binary form (the same computation).
+    if scored.numel() == 1:
+        metric = BinaryAveragePrecision().to(scores.device)
+    else:
+        metric = MultilabelAveragePrecision(num_labels=scored.numel(), average=None)
+        metric = metric.to(scores.device)
+    ap = metric(scores[:, scored], target[:, scored]).reshape(-1).cpu().tolist()
+    for column, value in zip(scored.tolist(), ap, strict=True):
+        per_attribute[names[column]] = float(value)
+    return {"mAP": float(sum(ap) / len(ap)), "ap_per_attribute": per_attribute}

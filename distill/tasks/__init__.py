@@ -1,0 +1,7 @@
+"""Tasks: what a recipe's models output and how they are fitted and judged (one module per task)."""
+
+from distill.tasks.base import Task, predict
+from distill.tasks.classification import ClassificationTask
+from distill.tasks.embedding import EmbeddingTask
+
+__all__ = ["Task", "predict", "ClassificationTask", "EmbeddingTask"]

@@ -1,0 +1,85 @@
+"""Face embeddings (facenet recipe): the models output embeddings, judged by the LFW pairs protocol.
+
+A teacher without weights is fitted as an identity classifier on its embedding (normalised-softmax head);
+the student then only matches the teacher's embeddings, so it needs no labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.metrics import verify_pairs
+from distill.tasks.base import Task, predict
+
+__all__ = ["EmbeddingTask", "EmbeddingClassifier"]
+
+
+class EmbeddingClassifier(nn.Module):
+    """Embedding network + cosine classifier with a fixed scale: trains a usable metric space with plain CE."""
+
+    def __init__(self, embedder: nn.Module, embedding_dim: int, num_classes: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+        self.scale = scale
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        embedding = F.normalize(self.embedder(images), dim=1)
+        return self.scale * embedding @ F.normalize(self.weight, dim=1).t()
+
+
+class EmbeddingTask(Task):
+    name = "embedding"
+    primary_metric = "accuracy"
+
+    def __init__(self, n_folds: int = 10, far_target: float = 1e-3, flip_sum: bool = False, fit_scale: float = 16.0) -> None:
+        self.n_folds = int(n_folds)
+        self.far_target = float(far_target)
+        self.flip_sum = bool(flip_sum)
+        self.fit_scale = float(fit_scale)
+
+    def teacher_num_classes(self, datamodule: Any) -> None:
+        return None
+
+    def student_num_classes(self, datamodule: Any, teacher_output_dim: int) -> int:
+        return teacher_output_dim
+
+    def teacher_for_fitting(self, teacher: nn.Module, datamodule: Any) -> nn.Module:
+        with torch.no_grad():
+            was_training = teacher.training
+            probe = teacher.eval()(torch.zeros(2, 3, *(datamodule.teacher_resolution or datamodule.resolution,) * 2))
+            teacher.train(was_training)
+        return EmbeddingClassifier(teacher, probe.shape[1], datamodule.num_classes, scale=self.fit_scale)
+
+    def teacher_from_fitted(self, fitted: nn.Module) -> nn.Module:
+        return fitted.embedder
+
+    def fit_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, target)
+
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
+        split = datamodule.split("test")
+        if "pairs" not in split.extras:
+            raise ValueError(f"{type(datamodule).__name__}: the test split has no verification pairs")
+        pairs = split.extras["pairs"]
+        loader = datamodule.eval_dataloader("test", resolution=resolution)
+        embeddings, _ = predict(model, loader)
+        if self.flip_sum:
+            flipped = _FlipWrapper(model)
+            embeddings = F.normalize(embeddings, dim=1) + F.normalize(predict(flipped, loader)[0], dim=1)
+        first, second, issame = pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool)
+        return verify_pairs(embeddings[first], embeddings[second], issame, n_folds=self.n_folds,
+                            far_target=self.far_target)
+
+
+class _FlipWrapper(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.flip(-1))
