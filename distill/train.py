@@ -109,8 +109,12 @@ def _cost(model: torch.nn.Module, resolution: int) -> dict[str, float]:
     return {"mult_adds": cost.mult_adds, "params": cost.params}
 
 
-def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train and evaluate one recipe configuration; returns the results.json content (empty on non-zero ranks)."""
+def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
+        callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train and evaluate one recipe configuration; returns the results.json content (empty on non-zero ranks).
+
+    ``callbacks`` are added to the Trainer's own (for programmatic use: early stopping, custom logging, tests).
+    """
     started = time.time()
     run_dir = _run_dir(run_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -130,6 +134,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, 
     student_cfg = OmegaConf.to_container(cfg.student, resolve=True)
     student_name = student_cfg.pop("name")
     student_cfg["num_classes"] = task.student_num_classes(datamodule, teacher_dim)
+    # The student's initial weights depend on the seed only, not on whether the teacher was fitted or cached.
+    torch.manual_seed(int(cfg.seed))
     student = create_student(student_name, **student_cfg)
 
     module = DistillationModule(
@@ -149,7 +155,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, 
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="logs", version=""),
-        callbacks=[ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)],
+        callbacks=[ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, monitor=None,
+                                   enable_version_counter=False),
+                   *(callbacks or [])],
         use_distributed_sampler=False,  # ViewSampler shards by rank itself
         enable_progress_bar=bool(cfg.get("progress", True)),
     )

@@ -18,7 +18,6 @@ TINY_SMOKE = [
     "data.batch_size=32",
     "teacher.fit.epochs=1",
     "trainer.max_epochs=2",
-    "trainer.enable_checkpointing=true",
     "progress=false",
 ]
 

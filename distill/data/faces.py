@@ -1,0 +1,480 @@
+"""Face-embedding data modules (facenet recipe): synthetic identities by default, real photographs by option.
+
+Both serve three splits (see ``distill.data.datamodule``):
+
+- ``teacher_train``: labelled identities, for fitting the teacher when no weights are given;
+- ``train``: the student's distillation images (labels kept where they exist, for a labels-only baseline);
+- ``test``: images of identities absent from the other splits, with ``extras["pairs"]`` an int64 array
+  (P, 3) of (i, j, issame) over test indices in LFW's layout: fold after fold, same pairs then different ones.
+
+Rendering thousands of synthetic faces or decoding (and aligning) thousands of photographs takes a while, so
+the arrays are kept on disk once built, under ``<cache dir>/faces/``, keyed by everything that determines them
+(the generator settings and source, or the file list with sizes and modification times).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.cache import fingerprint
+from distill.data import synthetic_faces
+from distill.data.align import FaceAligner, centre_crop
+from distill.data.datamodule import ArrayDataModule, Split
+from distill.data.image_files import CorruptImageError, IdentityFolder, load_image
+from distill.data.pairs import lfw_image_path, make_pairs, read_lfw_pairs
+from distill.io import atomic_write
+
+__all__ = ["SyntheticFacesDataModule", "FaceFolderDataModule", "data_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+# Streams of the synthetic generator: identity pools and renderings of each split never share random numbers.
+_POOL_TEACHER, _POOL_TRAIN, _POOL_TEST = 1, 2, 3
+_IMAGES_TEACHER, _IMAGES_TRAIN, _IMAGES_TEST, _PAIRS = 4, 5, 6, 7
+_REPORT_PATHS = 20  # paths listed in summary() per problem kind
+
+
+def data_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """Where built arrays are kept: ``cache_dir``, else $DISTILL_CACHE_DIR, else ~/.cache/distill (as train.py)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill"))
+
+
+def _load_or_build(path: Path | None, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays from the .npz at ``path`` when readable, else ``build()`` (written to ``path`` atomically)."""
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            log.info("Face data: loaded from cache %s", path)
+            return arrays
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            warnings.warn(f"cached face arrays {path} are unreadable ({error}); building them again", RuntimeWarning)
+    arrays = build()
+    if path is not None:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        atomic_write(path, write)
+    return arrays
+
+
+def _source_digest(module) -> str:
+    """Digest of a module's source file: a changed generator renders different images, so caches must change."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    return int(seed) * 1000 + stream
+
+
+def _positive(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class SyntheticFacesDataModule(ArrayDataModule):
+    """Synthetic people from ``distill.data.synthetic_faces``.
+
+    ``teacher_train``: ``num_identities`` people x ``images_per_identity`` renderings, labelled 0..K-1.
+    ``train``: new renderings (``train_images_per_identity`` each) of the same people, with their labels, or,
+    with ``num_train_identities`` > 0, renderings of that many other people, unlabelled.
+    ``test``: ``num_test_identities`` further people x ``test_images_per_identity``, labelled within the test
+    pool, and ``num_folds`` x (``pairs_per_fold`` same + as many different) pairs (LFW: 10 x (300 + 300)),
+    identities disjoint across folds. ``image_size`` is the rendered size; ``resolution`` the student's input.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 96,
+        num_identities: int = 200,
+        images_per_identity: int = 12,
+        train_images_per_identity: int = 12,
+        num_train_identities: int = 0,
+        num_test_identities: int = 200,
+        test_images_per_identity: int = 8,
+        num_folds: int = 10,
+        pairs_per_fold: int = 300,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        **loader_args: Any,
+    ) -> None:
+        super().__init__(**loader_args)
+        self.image_size = _positive("image_size", image_size, 16)
+        self.num_identities = _positive("num_identities", num_identities, 2)
+        self.images_per_identity = _positive("images_per_identity", images_per_identity)
+        self.train_images_per_identity = _positive("train_images_per_identity", train_images_per_identity)
+        self.num_train_identities = _positive("num_train_identities", num_train_identities, 0)
+        self.num_test_identities = _positive("num_test_identities", num_test_identities, 2)
+        self.test_images_per_identity = _positive("test_images_per_identity", test_images_per_identity, 2)
+        self.num_folds = _positive("num_folds", num_folds)
+        self.pairs_per_fold = _positive("pairs_per_fold", pairs_per_fold)
+        if self.seed < 0:
+            raise ValueError(f"data.seed must be >= 0 for the synthetic faces, got {self.seed}")
+        self.cache_dir = cache_dir
+        self.use_cache = bool(use_cache)
+
+    @property
+    def num_classes(self) -> int:
+        """Identities of the teacher's training split."""
+        return self.num_identities
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        return {
+            "generator": _source_digest(synthetic_faces),
+            "image_size": self.image_size,
+            "num_identities": self.num_identities,
+            "images_per_identity": self.images_per_identity,
+            "train_images_per_identity": self.train_images_per_identity,
+            "num_train_identities": self.num_train_identities,
+            "num_test_identities": self.num_test_identities,
+            "test_images_per_identity": self.test_images_per_identity,
+            "num_folds": self.num_folds,
+            "pairs_per_fold": self.pairs_per_fold,
+            "seed": self.seed,
+        }
+
+    def _cache_file(self) -> Path | None:
+        if not self.use_cache:
+            return None
+        return data_cache_dir(self.cache_dir) / "faces" / f"synthetic-{self.fingerprint()}.npz"
+
+    def _render_pool(self, pool_stream: int, image_stream: int, num_people: int,
+                     per_person: int) -> tuple[np.ndarray, np.ndarray]:
+        people = synthetic_faces.sample_identities(num_people, _derived_seed(self.seed, pool_stream))
+        labels = np.repeat(np.arange(num_people, dtype=np.int64), per_person)
+        images, _ = synthetic_faces.render_faces(people, labels, _derived_seed(self.seed, image_stream),
+                                                 self.image_size)
+        return images, labels
+
+    def _render(self) -> dict[str, np.ndarray]:
+        total = (self.num_identities * (self.images_per_identity + self.train_images_per_identity
+                                        * (self.num_train_identities == 0))
+                 + self.num_train_identities * self.train_images_per_identity
+                 + self.num_test_identities * self.test_images_per_identity)
+        log.info("Face data: rendering %d synthetic faces of %d px (kept on disk for later runs)", total,
+                 self.image_size)
+        arrays: dict[str, np.ndarray] = {}
+        arrays["teacher_train_images"], arrays["teacher_train_targets"] = self._render_pool(
+            _POOL_TEACHER, _IMAGES_TEACHER, self.num_identities, self.images_per_identity)
+        if self.num_train_identities == 0:
+            arrays["train_images"], arrays["train_targets"] = self._render_pool(
+                _POOL_TEACHER, _IMAGES_TRAIN, self.num_identities, self.train_images_per_identity)
+        else:
+            arrays["train_images"], _ = self._render_pool(
+                _POOL_TRAIN, _IMAGES_TRAIN, self.num_train_identities, self.train_images_per_identity)
+        arrays["test_images"], arrays["test_targets"] = self._render_pool(
+            _POOL_TEST, _IMAGES_TEST, self.num_test_identities, self.test_images_per_identity)
+        pairs = make_pairs(arrays["test_targets"], num_folds=self.num_folds, pairs_per_fold=self.pairs_per_fold,
+                           seed=_derived_seed(self.seed, _PAIRS))
+        arrays["test_pairs"] = np.array(pairs, dtype=np.int64).reshape(-1, 3)
+        return arrays
+
+    def build_splits(self) -> dict[str, Split]:
+        arrays = _load_or_build(self._cache_file(), self._render)
+        return {
+            "teacher_train": Split(arrays["teacher_train_images"], arrays["teacher_train_targets"]),
+            "train": Split(arrays["train_images"], arrays.get("train_targets")),
+            "test": Split(arrays["test_images"], arrays["test_targets"], extras={"pairs": arrays["test_pairs"]}),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes and identity counts, for results.json."""
+        return {
+            "name": type(self).__name__,
+            "splits": {name: len(self.split(name)) for name in ("teacher_train", "train", "test")},
+            "identities": {"teacher_train": self.num_identities,
+                           "train": self.num_train_identities or self.num_identities,
+                           "test": self.num_test_identities},
+            "pairs": int(len(self.split("test").extras["pairs"])),
+        }
+
+
+def _file_digest(paths: Sequence[Path]) -> str:
+    """Digest of a file list with each file's size and modification time: any change gives a new cache."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _limit_identities(folder: IdentityFolder, max_identities: int | None, max_images: int | None,
+                      min_images: int) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Files and labels of the kept identities (sorted by name; the first ``max_images`` files of each)."""
+    by_label: dict[int, list[Path]] = {}
+    for path, label in folder.samples:
+        by_label.setdefault(label, []).append(path)
+    paths: list[Path] = []
+    labels: list[int] = []
+    names: list[str] = []
+    for label, files in sorted(by_label.items()):
+        if len(files) < min_images:
+            continue
+        if max_identities is not None and len(names) >= max_identities:
+            break
+        files = files[:max_images] if max_images is not None else files
+        paths += files
+        labels += [len(names)] * len(files)
+        names.append(folder.classes[label])
+    if len(names) < 2:
+        raise ValueError(f"{folder.root}: need at least 2 identities with >= {min_images} images each, "
+                         f"found {len(names)}")
+    return paths, np.array(labels, dtype=np.int64), names
+
+
+def _deal_into_folds(pairs: list[tuple[int, int, bool]], num_folds: int) -> tuple[list[tuple[int, int, bool]], int]:
+    """Re-deal one fold of pairs (a ``pairsDevTest.txt``) into ``num_folds`` folds of equal size, same pairs
+    first in each; returns (pairs, number left over)."""
+    same = [p for p in pairs if p[2]]
+    different = [p for p in pairs if not p[2]]
+    per_fold = min(len(same), len(different)) // num_folds
+    if per_fold == 0:
+        raise ValueError(f"{len(same)} same and {len(different)} different pairs cannot fill {num_folds} folds "
+                         f"with one pair of each kind; lower data.num_folds")
+    out = []
+    for f in range(num_folds):
+        out += same[f * per_fold:(f + 1) * per_fold] + different[f * per_fold:(f + 1) * per_fold]
+    return out, len(pairs) - len(out)
+
+
+class FaceFolderDataModule(ArrayDataModule):
+    """Real faces: identity folders (VGGFace2 / CASIA-WebFace layout) to train on, LFW to test on.
+
+    ``root``: one sub-folder per identity (``distill.data.image_files.IdentityFolder``), the ``teacher_train``
+    split; ``max_identities`` / ``max_images_per_identity`` / ``min_images_per_identity`` select a subset
+    (sorted order, so the choice is reproducible). ``train_root``: the student's images (an identity folder
+    too); null: the teacher's images. ``lfw_root``: ``<name>/<name>_<n:04d>.jpg`` files; ``pairs_file``: LFW's
+    ``pairs.txt`` (10 folds) or ``pairsDevTest.txt`` (one fold, re-dealt into ``num_folds``); null looks for
+    ``pairs.txt`` in ``lfw_root`` and then next to it.
+
+    Images are decoded once to ``image_size`` squares: with ``align`` by MTCNN (``distill.data.align``), else
+    the central ``crop_fraction`` of the shorter side. With ``strict`` a corrupt file raises an error naming
+    it; without, it is skipped (test pairs using it are dropped). Faces MTCNN cannot find keep the centre
+    crop. Both are counted and their paths listed in ``summary()``, which train.py writes to results.json.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        lfw_root: str | os.PathLike | None = None,
+        pairs_file: str | os.PathLike | None = None,
+        train_root: str | os.PathLike | None = None,
+        image_size: int = 160,
+        crop_fraction: float = 1.0,
+        max_identities: int | None = None,
+        max_images_per_identity: int | None = None,
+        min_images_per_identity: int = 1,
+        num_folds: int = 10,
+        strict: bool = True,
+        align: bool = False,
+        align_margin: float = 0.2,
+        align_min_face_size: int = 20,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        **loader_args: Any,
+    ) -> None:
+        super().__init__(**loader_args)
+        if not root:
+            raise ValueError("data.root is not set: give the identity-folder data set to train on "
+                             "(data.root=/path/to/vggface2/train)")
+        if not lfw_root:
+            raise ValueError("data.lfw_root is not set: give the LFW image folder (data.lfw_root=/path/to/lfw)")
+        self.root = Path(root).expanduser()
+        self.lfw_root = Path(lfw_root).expanduser()
+        self.pairs_file = Path(pairs_file).expanduser() if pairs_file else None
+        self.train_root = Path(train_root).expanduser() if train_root else None
+        self.image_size = _positive("image_size", image_size)
+        if not 0.0 < float(crop_fraction) <= 1.0:
+            raise ValueError(f"data.crop_fraction must be in (0, 1], got {crop_fraction}")
+        self.crop_fraction = float(crop_fraction)
+        self.max_identities = None if max_identities is None else _positive("max_identities", max_identities, 2)
+        self.max_images_per_identity = (None if max_images_per_identity is None
+                                        else _positive("max_images_per_identity", max_images_per_identity))
+        self.min_images_per_identity = _positive("min_images_per_identity", min_images_per_identity)
+        self.num_folds = _positive("num_folds", num_folds)
+        self.strict = bool(strict)
+        self.align = bool(align)
+        self.align_margin = float(align_margin)
+        self.align_min_face_size = int(align_min_face_size)
+        self.cache_dir = cache_dir
+        self.use_cache = bool(use_cache)
+        self._listing: dict[str, Any] | None = None
+        self._report: dict[str, Any] = {}
+        self._aligner: FaceAligner | None = None
+
+    # --- which files ------------------------------------------------------------------------------
+    def _find_pairs_file(self) -> Path:
+        if self.pairs_file is not None:
+            if not self.pairs_file.is_file():
+                raise FileNotFoundError(f"LFW pairs file not found: {self.pairs_file} (data.pairs_file)")
+            return self.pairs_file
+        candidates = [self.lfw_root / "pairs.txt", self.lfw_root.parent / "pairs.txt"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"LFW pairs file not found: looked for {candidates[0]} and {candidates[1]}; "
+                                f"set data.pairs_file")
+
+    def listing(self) -> dict[str, Any]:
+        """The files of every split (read once): paths, labels, identity names and the named test pairs."""
+        if self._listing is not None:
+            return self._listing
+        if not self.lfw_root.is_dir():
+            raise FileNotFoundError(f"LFW folder not found (or not a directory): {self.lfw_root} (data.lfw_root)")
+        teacher = _limit_identities(IdentityFolder(self.root), self.max_identities, self.max_images_per_identity,
+                                    self.min_images_per_identity)
+        train = None
+        if self.train_root is not None:
+            train = _limit_identities(IdentityFolder(self.train_root), self.max_identities,
+                                      self.max_images_per_identity, self.min_images_per_identity)
+        pairs_file = self._find_pairs_file()
+        named_pairs = read_lfw_pairs(pairs_file)
+        images = sorted({image for first, second, _ in named_pairs for image in (first, second)})
+        test_paths = [lfw_image_path(self.lfw_root, name, n) for name, n in images]
+        names = sorted({name for name, _ in images})
+        self._listing = {
+            "teacher_train": teacher, "train": train, "pairs_file": pairs_file, "named_pairs": named_pairs,
+            "test": (test_paths, np.array([names.index(name) for name, _ in images], dtype=np.int64), names),
+            "test_index": {image: i for i, image in enumerate(images)},
+        }
+        return self._listing
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.listing()["teacher_train"][2])
+
+    def _preprocess_parts(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "crop_fraction": self.crop_fraction, "strict": self.strict,
+                "align": self.align, "align_margin": self.align_margin if self.align else None,
+                "align_min_face_size": self.align_min_face_size if self.align else None}
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        listing = self.listing()
+        train = listing["train"]
+        return {
+            "teacher_train": _file_digest(listing["teacher_train"][0]),
+            "train": _file_digest(train[0]) if train is not None else None,
+            "test": _file_digest(listing["test"][0] + [listing["pairs_file"]]),
+            "num_folds": self.num_folds,
+            **self._preprocess_parts(),
+        }
+
+    # --- decoding -----------------------------------------------------------------------------------
+    def _decode_one(self, path: Path) -> tuple[np.ndarray, bool]:
+        image = load_image(path)
+        if self.align:
+            if self._aligner is None:
+                self._aligner = FaceAligner(self.image_size, margin=self.align_margin,
+                                            min_face_size=self.align_min_face_size,
+                                            fallback_fraction=self.crop_fraction)
+            return self._aligner(image)
+        return centre_crop(image, self.image_size, self.crop_fraction), True
+
+    def _decode(self, split: str, paths: Sequence[Path]) -> dict[str, np.ndarray]:
+        """Decode (and align) ``paths``; arrays cached on disk keyed by the file list and the settings."""
+        def build() -> dict[str, np.ndarray]:
+            log.info("Face data: decoding %d images of split '%s'%s", len(paths), split,
+                     " with MTCNN alignment" if self.align else "")
+            images = np.zeros((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
+            ok = np.ones(len(paths), dtype=bool)
+            found = np.ones(len(paths), dtype=bool)
+            for i, path in enumerate(paths):
+                try:
+                    images[i], found[i] = self._decode_one(path)
+                except CorruptImageError:
+                    if self.strict:
+                        raise
+                    ok[i] = False
+            return {"images": images, "ok": ok, "found": found}
+
+        path = None
+        if self.use_cache:
+            key = fingerprint(files=_file_digest(paths), **self._preprocess_parts())
+            path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{split}-{key}.npz"
+        return _load_or_build(path, build)
+
+    def _note_problems(self, split: str, paths: Sequence[Path], decoded: dict[str, np.ndarray]) -> None:
+        bad = [str(paths[i]) for i in np.flatnonzero(~decoded["ok"])]
+        missing = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & ~decoded["found"])]
+        self._report[split] = {"images": len(paths), "corrupt": len(bad), "corrupt_paths": bad[:_REPORT_PATHS],
+                               "faces_not_found": len(missing), "faces_not_found_paths": missing[:_REPORT_PATHS]}
+        if bad:
+            warnings.warn(f"{split}: skipped {len(bad)} corrupt image(s) (data.strict=false), e.g. {bad[0]}",
+                          RuntimeWarning)
+        if missing:
+            log.warning("%s: MTCNN found no face in %d of %d images (kept with a centre crop), e.g. %s",
+                        split, len(missing), len(paths), missing[0])
+
+    def _labelled_split(self, name: str, files: tuple[list[Path], np.ndarray, list[str]]) -> Split:
+        paths, labels, _ = files
+        decoded = self._decode(name, paths)
+        self._note_problems(name, paths, decoded)
+        ok = decoded["ok"]
+        return Split(decoded["images"][ok], labels[ok])
+
+    def build_splits(self) -> dict[str, Split]:
+        listing = self.listing()
+        splits = {"teacher_train": self._labelled_split("teacher_train", listing["teacher_train"])}
+        if listing["train"] is not None:
+            splits["train"] = self._labelled_split("train", listing["train"])
+        else:
+            splits["train"] = splits["teacher_train"]
+        test_paths, test_labels, _ = listing["test"]
+        decoded = self._decode("test", test_paths)
+        self._note_problems("test", test_paths, decoded)
+        ok = decoded["ok"]
+        new_index = np.cumsum(ok) - 1  # position of each kept image among the kept ones
+        index = listing["test_index"]
+        pairs = []
+        for first, second, issame in listing["named_pairs"]:
+            i, j = index[first], index[second]
+            if ok[i] and ok[j]:
+                pairs.append((int(new_index[i]), int(new_index[j]), bool(issame)))
+        dropped = len(listing["named_pairs"]) - len(pairs)
+        file_folds = len(listing["named_pairs"]) and _count_folds(listing["named_pairs"])
+        if file_folds == 1 and self.num_folds > 1:
+            pairs, left_over = _deal_into_folds(pairs, self.num_folds)
+            self._report["test"]["pairs_left_over"] = left_over
+        self._report["test"]["pairs_dropped"] = dropped
+        self._report["test"]["pairs"] = len(pairs)
+        return {**splits, "test": Split(decoded["images"][ok], test_labels[ok],
+                                        extras={"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 3)})}
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes, identities, and the corrupt images and undetected faces of each split (results.json)."""
+        listing = self.listing()
+        self.setup()
+        train = listing["train"]
+        return {
+            "name": type(self).__name__,
+            "splits": {name: len(self.split(name)) for name in ("teacher_train", "train", "test")},
+            "identities": {"teacher_train": len(listing["teacher_train"][2]),
+                           "train": len(train[2]) if train is not None else len(listing["teacher_train"][2]),
+                           "test": len(listing["test"][2])},
+            "pairs_file": str(listing["pairs_file"]),
+            "corrupt_images": sum(r["corrupt"] for r in self._report.values()),
+            "faces_not_found": sum(r["faces_not_found"] for r in self._report.values()),
+            "by_split": self._report,
+        }
+
+
+def _count_folds(named_pairs: Sequence[tuple]) -> int:
+    """Folds in file order: a fold ends where a different pair is followed by a same pair."""
+    folds = 1
+    for previous, current in zip(named_pairs, named_pairs[1:]):
+        if not previous[2] and current[2]:
+            folds += 1
+    return folds

@@ -1,0 +1,121 @@
+"""End-to-end runs of the engine on the tiny smoke configuration: results.json, checkpoints, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from distill import load_student
+from distill.checkpoint import CheckpointError, save_student
+from distill.cost import profile
+from distill.models import MobileNetV1
+from distill.train import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_run_writes_the_results_contract_and_an_importable_student(tiny_smoke_cfg, tmp_path):
+    cfg = tiny_smoke_cfg("student.width_multiplier=0.25")
+    results = run(cfg, run_dir=tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["recipe"] == "smoke" and on_disk["primary_metric"] == "top1"
+    assert set(on_disk) >= {"recipe", "teacher", "student", "primary_metric", "student_checkpoint", "wall_time_s", "config"}
+    for role in ("teacher", "student"):
+        assert 0.0 <= on_disk[role]["metrics"]["top1"] <= on_disk[role]["metrics"]["top5"] <= 1.0
+    student = on_disk["student"]
+    assert (student["name"], student["width_multiplier"], student["resolution"]) == ("mobilenet_v1", 0.25, 32)
+    model = load_student(on_disk["student_checkpoint"])
+    assert not model.training
+    expected = profile(MobileNetV1(width_multiplier=0.25, num_classes=10), input_size=(3, 32, 32))
+    assert (student["mult_adds"], student["params"]) == (expected.mult_adds, expected.params)
+    # the imported student reproduces the run's evaluation
+    from distill.tasks.base import predict
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    logits, targets = predict(model, datamodule.eval_dataloader("test"))
+    assert (logits.argmax(1) == targets).float().mean().item() == pytest.approx(student["metrics"]["top1"], abs=1e-6)
+    assert results["student"]["metrics"] == on_disk["student"]["metrics"]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_second_run_reuses_the_fitted_teacher_and_cached_outputs(tiny_smoke_cfg, tmp_path, caplog):
+    run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=tmp_path / "a")
+    caplog.set_level("INFO")
+    second = run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=tmp_path / "b")
+    assert second["teacher"]["source"] == "cache"
+    assert "loaded from cache" in caplog.text
+    assert len(list((tmp_path / "cache" / "teacher_outputs").iterdir())) >= 1
+
+
+class _Interrupt(pl.Callback):
+    """Raises in the middle of the second epoch, like a killed job."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated kill")
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(tiny_smoke_cfg, tmp_path):
+    overrides = ("trainer.max_epochs=3", "data.num_views=2")
+    reference = run(tiny_smoke_cfg(*overrides), run_dir=tmp_path / "reference")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(tiny_smoke_cfg(*overrides), run_dir=tmp_path / "killed", callbacks=[_Interrupt()])
+    assert not (tmp_path / "killed" / "results.json").exists()
+    assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()
+    resumed = run(tiny_smoke_cfg(*overrides, "resume=true"), run_dir=tmp_path / "killed")
+    a = torch.load(reference["student_checkpoint"], weights_only=True)["state_dict"]
+    b = torch.load(resumed["student_checkpoint"], weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["student"]["metrics"]["top1"] == reference["student"]["metrics"]["top1"]
+
+
+def test_resume_without_a_checkpoint_says_where_it_looked(tiny_smoke_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*last.ckpt"):
+        run(tiny_smoke_cfg("resume=true"), run_dir=tmp_path / "fresh")
+
+
+def test_ddp_on_two_cpu_processes_with_a_frozen_teacher(tmp_path):
+    from conftest import TINY_SMOKE
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", DISTILL_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "distill", *TINY_SMOKE, "trainer=ddp_cpu", "trainer.max_epochs=1",
+               f"hydra.run.dir={tmp_path / 'ddp'}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["config"]["trainer"]["strategy"] == "ddp" and results["config"]["trainer"]["devices"] == 2
+    assert 0.0 <= results["student"]["metrics"]["top1"] <= 1.0
+    assert "unused parameters" not in done.stderr.lower()
+
+
+def test_student_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_student(tmp_path / "missing.ckpt")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.ckpt"):
+        load_student(corrupt)
+    path = save_student(tmp_path / "ok.ckpt", MobileNetV1(width_multiplier=0.25, num_classes=3), "mobilenet_v1",
+                        {"width_multiplier": 0.25, "num_classes": 3})
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="truncated.ckpt"):
+        load_student(truncated)
+    # weights of another architecture under this checkpoint's arguments
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = MobileNetV1(width_multiplier=0.5, num_classes=3).state_dict()
+    torch.save(payload, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="other.ckpt.*wrong shape"):
+        load_student(tmp_path / "other.ckpt")
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2"}, tmp_path / "lightning.ckpt")
+    with pytest.raises(CheckpointError, match="Lightning training checkpoint"):
+        load_student(tmp_path / "lightning.ckpt")
+    assert torch.equal(load_student(path).fc.weight, torch.load(path, weights_only=True)["state_dict"]["fc.weight"])
