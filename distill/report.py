@@ -147,7 +147,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             continue
         model = f"{row['model']} (teacher)" if row["status"] == "teacher" else row["model"]
         lines.append("| " + " | ".join([
-            str(model), _cell(row["width"]), _cell(row["resolution"]), str(row["metric"]),
+            str(model), str(row["width"] or "—"), _cell(row["resolution"]), str(row["metric"]),
             _cell(row["value"], "percent"), _cell(row["paper"], "percent"), _cell(row["delta"], "delta"),
             f"{_cell(row['mult_adds_m'])} / {_cell(row['paper_mult_adds_m'])}",
             f"{_cell(row['params_m'])} / {_cell(row['paper_params_m'])}",
