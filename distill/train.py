@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from distill.cache import TeacherOutputCache, fingerprint, module_fingerprint
 from distill.checkpoint import save_student
 from distill.cost import profile
 from distill.io import atomic_write_json
+from distill.latency import measure_latency_ms
 from distill.models import create_student
 from distill.models.teachers.fit import load_or_fit_teacher
 from distill.module import DistillationModule, parse_loss_terms
@@ -30,6 +32,9 @@ from distill.module import DistillationModule, parse_loss_terms
 __all__ = ["run", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
+
+# The teacher is kept in eval mode on purpose (frozen BN statistics); Lightning's notice about it is noise here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
 
 def default_cache_dir(configured: str | None) -> Path:
@@ -104,9 +109,13 @@ def _build_teacher_cache(module: DistillationModule, datamodule, cache_dir: Path
     return cache.open_or_build(compute_view)
 
 
-def _cost(model: torch.nn.Module, resolution: int) -> dict[str, float]:
+def _cost(model: torch.nn.Module, resolution: int, latency_runs: int) -> dict[str, float]:
+    """Paper-convention cost, plus the measured CPU latency at batch 1 (median of ``latency_runs``)."""
     cost = profile(model, input_size=(3, resolution, resolution))
-    return {"mult_adds": cost.mult_adds, "params": cost.params}
+    measured = {"mult_adds": cost.mult_adds, "params": cost.params}
+    if latency_runs > 0:
+        measured["latency_ms"] = measure_latency_ms(model, resolution, runs=latency_runs)
+    return measured
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
@@ -126,6 +135,13 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     teacher_resolution = int(cfg.teacher.get("resolution") or resolution)
     datamodule.teacher_resolution = teacher_resolution
     datamodule.setup()
+    ground_truth_weight = float(cfg.loss.get("ground_truth_weight", 0.0))
+    if ground_truth_weight > 0 and datamodule.split("train").targets is None:
+        raise ValueError(
+            f"loss.ground_truth_weight={ground_truth_weight} needs labels on the student's training images, but "
+            f"{type(datamodule).__name__} serves its 'train' split without labels; set loss.ground_truth_weight=0 "
+            f"or data that labels them (e.g. data.student_labels=true where the data module has that option)"
+        )
 
     teacher, teacher_info = _build_teacher(cfg, task, datamodule, cache_dir)
     with torch.no_grad():
@@ -181,13 +197,16 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
         "std": list(datamodule.dataset("test").std.flatten().tolist()),
         "metrics": {k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
     })
+    latency_runs = int(cfg.get("latency_runs", 20))
     results = {
         "recipe": cfg.get("recipe_name", "custom"),
-        "teacher": {"name": cfg.teacher.name, "resolution": teacher_resolution, **_cost(teacher, teacher_resolution),
+        "teacher": {"name": cfg.teacher.name, "resolution": teacher_resolution,
+                    **_cost(teacher, teacher_resolution, latency_runs),
                     "metrics": teacher_metrics, "source": teacher_info.get("source")},
         "student": {"name": student_name, "width_multiplier": student_cfg.get("width_multiplier"),
-                    "resolution": resolution, **_cost(student, resolution), "metrics": student_metrics},
+                    "resolution": resolution, **_cost(student, resolution, latency_runs), "metrics": student_metrics},
         "primary_metric": task.primary_metric,
+        "data": datamodule.summary(),
         "student_checkpoint": str(checkpoint_path),
         "wall_time_s": round(time.time() - started, 2),
         "config": config,

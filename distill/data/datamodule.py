@@ -91,6 +91,12 @@ class ArrayDataModule(pl.LightningDataModule):
             raise KeyError(f"{type(self).__name__} has no '{name}' split (has: {sorted(self._splits)})")
         return self._splits[name]
 
+    def summary(self) -> dict[str, Any]:
+        """Plain facts about the data for results.json ("data"): the split sizes; subclasses add what they count."""
+        self.setup()
+        assert self._splits is not None
+        return {"name": type(self).__name__, "splits": {name: len(split) for name, split in self._splits.items()}}
+
     def has_split(self, name: str) -> bool:
         self.setup()
         assert self._splits is not None
