@@ -1,0 +1,87 @@
+"""The dogs recipe (MobileNet paper Table 10): its configuration and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import compose_config
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from distill.losses import DKDLoss
+from distill.module import parse_loss_terms
+from distill.paper import PAPER_TABLES
+from distill.train import run
+
+TINY_DOGS = [
+    "recipe=dogs",
+    "data.num_classes=10",
+    "data.num_teacher_train=80",
+    "data.num_train=60",
+    "data.num_test=40",
+    "data.batch_size=20",
+    "teacher.fit.epochs=1",
+    "trainer.max_epochs=1",
+    "student.width_multiplier=0.25",
+    "latency_runs=0",
+    "progress=false",
+]
+
+
+def test_recipe_composes_the_distilled_default_and_its_alternatives():
+    cfg = compose_config(["recipe=dogs"])
+    assert cfg.recipe_name == "dogs"
+    assert cfg.data._target_ == "distill.data.fine_grained.SyntheticFineGrainedDataModule"
+    assert cfg.data.num_classes == 40
+    assert cfg.task._target_ == "distill.tasks.ClassificationTask" and list(cfg.task.top_k) == [1, 5]
+    # distilled default: KD plus cross-entropy on the labels
+    assert set(cfg.loss.terms) == {"kd"} and cfg.loss.ground_truth_weight > 0
+    assert compose_config(["recipe=dogs", "loss=labels_only"]).loss.terms == {}
+    dkd = compose_config(["recipe=dogs", "loss=dkd_ce"])
+    (spec,) = parse_loss_terms(dict(dkd.loss.terms))
+    assert spec.name == "dkd" and spec.kwargs == {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}
+    assert isinstance(DKDLoss(**spec.kwargs), DKDLoss) and dkd.loss.ground_truth_weight == 1.0
+    # the teacher sees the full decoded images, whatever the student's resolution (one teacher per sweep)
+    assert cfg.teacher.resolution == cfg.data.image_size == 32
+    sweep_row = compose_config(["recipe=dogs", "student.width_multiplier=1.0", "data.resolution=28"])
+    assert sweep_row.teacher.resolution == 32
+    inception = compose_config(["recipe=dogs", "teacher=inception_v3", "data.image_size=96"])
+    assert inception.teacher.builder.model_name == "inception_v3" and inception.teacher.resolution == 96
+
+
+def test_real_data_configs_name_their_modules():
+    for group, target in (("stanford_dogs", "StanfordDogsDataModule"), ("image_folder", "ImageFolderDataModule")):
+        cfg = compose_config(["recipe=dogs", f"data={group}"])
+        assert cfg.data._target_ == f"distill.data.stanford_dogs.{target}" and cfg.data.strict is True
+        with pytest.raises(InstantiationException, match="data.root is required"):
+            instantiate(cfg.data)
+
+
+def test_paper_table_10_is_the_reference():
+    table = PAPER_TABLES["dogs"]
+    assert table.rows[(1.0, 224)].metric == pytest.approx(0.833)
+    assert table.rows[(0.75, 192)].metric == pytest.approx(0.805)
+    assert table.teacher.label == "Inception V3"
+
+
+@pytest.mark.slow
+def test_tiny_dogs_run_writes_top1_top5_and_confusions(tmp_path):
+    cfg = compose_config(TINY_DOGS + [f"cache.dir={tmp_path / 'cache'}"])
+    results = run(cfg, run_dir=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["recipe"] == "dogs" and saved["primary_metric"] == "top1"
+    assert saved["student"]["width_multiplier"] == 0.25 and saved["student"]["resolution"] == 32
+    for role in ("teacher", "student"):
+        metrics = saved[role]["metrics"]
+        assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+        # 40 test images: accuracies are multiples of 1/40
+        assert metrics["top1"] * 40 == pytest.approx(round(metrics["top1"] * 40), abs=1e-4)
+        confusions = metrics["most_confused"]
+        assert sum(pair["count"] for pair in confusions) <= round((1 - metrics["top1"]) * 40)
+        for pair in confusions:
+            assert pair["true"] != pair["predicted"]
+            assert pair["true"].split()[1] in {"plain", "spotted"}  # classes 0-9: plain and spotted coats
+    assert saved["data"]["splits"] == {"teacher_train": 80, "train": 60, "test": 40}
+    assert saved["data"]["classes"] == 10
+    assert results["student"]["metrics"]["top1"] == saved["student"]["metrics"]["top1"]
