@@ -151,32 +151,43 @@ class SyntheticFacesDataModule(ArrayDataModule):
             return None
         return data_cache_dir(self.cache_dir) / "faces" / f"synthetic-{self.fingerprint()}.npz"
 
-    def _render_pool(self, pool_stream: int, image_stream: int, num_people: int,
-                     per_person: int) -> tuple[np.ndarray, np.ndarray]:
-        people = synthetic_faces.sample_identities(num_people, _derived_seed(self.seed, pool_stream))
-        labels = np.repeat(np.arange(num_people, dtype=np.int64), per_person)
-        images, _ = synthetic_faces.render_faces(people, labels, _derived_seed(self.seed, image_stream),
+    def _layout(self, split: str) -> tuple[int, int, int, int]:
+        """(identity-pool stream, rendering stream, people, renderings per person) of a split."""
+        if split == "teacher_train":
+            return _POOL_TEACHER, _IMAGES_TEACHER, self.num_identities, self.images_per_identity
+        if split == "train":
+            if self.num_train_identities == 0:
+                return _POOL_TEACHER, _IMAGES_TRAIN, self.num_identities, self.train_images_per_identity
+            return _POOL_TRAIN, _IMAGES_TRAIN, self.num_train_identities, self.train_images_per_identity
+        if split == "test":
+            return _POOL_TEST, _IMAGES_TEST, self.num_test_identities, self.test_images_per_identity
+        raise ValueError(f"split must be 'teacher_train', 'train' or 'test', got {split!r}")
+
+    def identity_params(self, split: str) -> list[synthetic_faces.IdentityParams]:
+        """The people of a split, in label order (independent random draws: pools never share a person)."""
+        pool, _, people, _ = self._layout(split)
+        return synthetic_faces.sample_identities(people, _derived_seed(self.seed, pool))
+
+    def image_seed(self, split: str) -> int:
+        """The ``seed`` given to ``synthetic_faces.render_faces`` for a split's renderings (ids 0..N-1)."""
+        return _derived_seed(self.seed, self._layout(split)[1])
+
+    def _render_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        _, _, people, per_person = self._layout(split)
+        labels = np.repeat(np.arange(people, dtype=np.int64), per_person)
+        images, _ = synthetic_faces.render_faces(self.identity_params(split), labels, self.image_seed(split),
                                                  self.image_size)
         return images, labels
 
     def _render(self) -> dict[str, np.ndarray]:
-        total = (self.num_identities * (self.images_per_identity + self.train_images_per_identity
-                                        * (self.num_train_identities == 0))
-                 + self.num_train_identities * self.train_images_per_identity
-                 + self.num_test_identities * self.test_images_per_identity)
+        total = sum(self._layout(split)[2] * self._layout(split)[3] for split in ("teacher_train", "train", "test"))
         log.info("Face data: rendering %d synthetic faces of %d px (kept on disk for later runs)", total,
                  self.image_size)
         arrays: dict[str, np.ndarray] = {}
-        arrays["teacher_train_images"], arrays["teacher_train_targets"] = self._render_pool(
-            _POOL_TEACHER, _IMAGES_TEACHER, self.num_identities, self.images_per_identity)
-        if self.num_train_identities == 0:
-            arrays["train_images"], arrays["train_targets"] = self._render_pool(
-                _POOL_TEACHER, _IMAGES_TRAIN, self.num_identities, self.train_images_per_identity)
-        else:
-            arrays["train_images"], _ = self._render_pool(
-                _POOL_TRAIN, _IMAGES_TRAIN, self.num_train_identities, self.train_images_per_identity)
-        arrays["test_images"], arrays["test_targets"] = self._render_pool(
-            _POOL_TEST, _IMAGES_TEST, self.num_test_identities, self.test_images_per_identity)
+        for split in ("teacher_train", "train", "test"):
+            arrays[f"{split}_images"], arrays[f"{split}_targets"] = self._render_split(split)
+        if self.num_train_identities > 0:
+            del arrays["train_targets"]  # other people than the teacher's classes: no usable labels
         pairs = make_pairs(arrays["test_targets"], num_folds=self.num_folds, pairs_per_fold=self.pairs_per_fold,
                            seed=_derived_seed(self.seed, _PAIRS))
         arrays["test_pairs"] = np.array(pairs, dtype=np.int64).reshape(-1, 3)
@@ -193,8 +204,7 @@ class SyntheticFacesDataModule(ArrayDataModule):
     def summary(self) -> dict[str, Any]:
         """Split sizes and identity counts, for results.json."""
         return {
-            "name": type(self).__name__,
-            "splits": {name: len(self.split(name)) for name in ("teacher_train", "train", "test")},
+            **super().summary(),
             "identities": {"teacher_train": self.num_identities,
                            "train": self.num_train_identities or self.num_identities,
                            "test": self.num_test_identities},
@@ -403,7 +413,7 @@ class FaceFolderDataModule(ArrayDataModule):
         path = None
         if self.use_cache:
             key = fingerprint(files=_file_digest(paths), **self._preprocess_parts())
-            path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{split}-{key}.npz"
+            path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{key}.npz"  # same files: same arrays
         return _load_or_build(path, build)
 
     def _note_problems(self, split: str, paths: Sequence[Path], decoded: dict[str, np.ndarray]) -> None:
@@ -444,8 +454,7 @@ class FaceFolderDataModule(ArrayDataModule):
             if ok[i] and ok[j]:
                 pairs.append((int(new_index[i]), int(new_index[j]), bool(issame)))
         dropped = len(listing["named_pairs"]) - len(pairs)
-        file_folds = len(listing["named_pairs"]) and _count_folds(listing["named_pairs"])
-        if file_folds == 1 and self.num_folds > 1:
+        if _count_folds(listing["named_pairs"]) == 1 and self.num_folds > 1:
             pairs, left_over = _deal_into_folds(pairs, self.num_folds)
             self._report["test"]["pairs_left_over"] = left_over
         self._report["test"]["pairs_dropped"] = dropped
@@ -459,8 +468,7 @@ class FaceFolderDataModule(ArrayDataModule):
         self.setup()
         train = listing["train"]
         return {
-            "name": type(self).__name__,
-            "splits": {name: len(self.split(name)) for name in ("teacher_train", "train", "test")},
+            **super().summary(),
             "identities": {"teacher_train": len(listing["teacher_train"][2]),
                            "train": len(train[2]) if train is not None else len(listing["teacher_train"][2]),
                            "test": len(listing["test"][2])},

@@ -1,7 +1,9 @@
 """Face embeddings (facenet recipe): the models output embeddings, judged by the LFW pairs protocol.
 
 A teacher without weights is fitted as an identity classifier on its embedding (normalised-softmax head);
-the student then only matches the teacher's embeddings, so it needs no labels.
+the student then only matches the teacher's embeddings, so it needs no labels. The labels-only baseline
+(``loss=labels_only``: a student trained on the identities without a teacher) uses the same normalised
+softmax against fixed class directions, so it needs no head beyond the student's own last layer.
 """
 
 from __future__ import annotations
@@ -41,12 +43,42 @@ class EmbeddingTask(Task):
         self.far_target = float(far_target)
         self.flip_sum = bool(flip_sum)
         self.fit_scale = float(fit_scale)
+        self.num_train_identities: int | None = None  # set by student_num_classes, for ground_truth_loss
+        self._class_directions: torch.Tensor | None = None
 
     def teacher_num_classes(self, datamodule: Any) -> None:
         return None
 
     def student_num_classes(self, datamodule: Any, teacher_output_dim: int) -> int:
+        """The teacher's embedding size; also notes how many identities the student's labels name, if any."""
+        targets = datamodule.split("train").targets
+        self.num_train_identities = int(targets.max()) + 1 if targets is not None and len(targets) else None
         return teacher_output_dim
+
+    def class_directions(self, num_classes: int, dim: int) -> torch.Tensor:
+        """Fixed unit class vectors (num_classes, dim): orthonormal when num_classes <= dim, random otherwise.
+
+        Training the student's embedding towards them with a normalised softmax is identity classification
+        with a frozen last layer (Hoffer et al., 2018), as good as a learned one when the layer before is free.
+        """
+        cached = self._class_directions
+        if cached is None or cached.shape != (num_classes, dim):
+            generator = torch.Generator().manual_seed(0)
+            directions = torch.randn(dim, num_classes, generator=generator, dtype=torch.float64)
+            if num_classes <= dim:
+                directions = torch.linalg.qr(directions).Q
+            cached = F.normalize(directions.t(), dim=1).float()
+            self._class_directions = cached
+        return cached
+
+    def ground_truth_loss(self, student_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``fit_scale`` x cosine(embedding, fixed class direction): the labels-only baseline."""
+        if self.num_train_identities is None:
+            raise ValueError("the embedding task's ground-truth loss needs labelled training images "
+                             "(the data's 'train' split has no targets)")
+        directions = self.class_directions(self.num_train_identities, student_output.shape[1])
+        logits = self.fit_scale * F.normalize(student_output, dim=1) @ directions.to(student_output).t()
+        return F.cross_entropy(logits, target)
 
     def teacher_for_fitting(self, teacher: nn.Module, datamodule: Any) -> nn.Module:
         with torch.no_grad():
