@@ -3,5 +3,6 @@
 from distill.tasks.base import Task, predict
 from distill.tasks.classification import ClassificationTask
 from distill.tasks.embedding import EmbeddingTask
+from distill.tasks.multilabel import MultiLabelTask
 
-__all__ = ["Task", "predict", "ClassificationTask", "EmbeddingTask"]
+__all__ = ["Task", "predict", "ClassificationTask", "EmbeddingTask", "MultiLabelTask"]

@@ -1,0 +1,524 @@
+"""Face-attribute data modules (face_attributes recipe): synthetic faces by default, CelebA by option.
+
+Both serve three splits (see ``distill.data.datamodule``) with targets of shape (N, 40), uint8 0/1:
+
+- ``teacher_train``: labelled faces, for fitting the teacher when no weights are given;
+- ``train``: the student's faces, **served without labels** (``targets=None``): the student learns only from
+  the teacher's outputs, so any face image will do; ``unlabeled_root`` adds a folder of them.
+  ``student_labels=true`` serves the labels too, for comparing with a ground-truth loss;
+- ``test``: labelled faces of other people, on which teacher and student are scored (mean AP).
+
+Building the arrays (rendering or decoding thousands of faces) takes a while, so they are kept on disk under
+``<cache dir>/faces/``, keyed by everything that determines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.cache import fingerprint
+from distill.data import synthetic_faces
+from distill.data.align import centre_crop
+from distill.data.datamodule import ArrayDataModule, Split
+from distill.data.faces import data_cache_dir
+from distill.data.image_files import IMAGE_EXTENSIONS, CorruptImageError, load_image
+from distill.io import atomic_write
+
+__all__ = [
+    "CELEBA_PARTITIONS",
+    "CelebAAttributes",
+    "CelebADataModule",
+    "SyntheticAttributesDataModule",
+    "decode_images",
+    "list_image_files",
+    "read_celeba_attributes",
+    "read_celeba_partition",
+]
+
+log = logging.getLogger(__name__)
+
+CELEBA_PARTITIONS: dict[str, int] = {"train": 0, "valid": 1, "test": 2}  # list_eval_partition.txt's codes
+_STREAMS = {"teacher_train": 11, "train": 12, "test": 13}  # random streams of the synthetic splits
+_REPORT_PATHS = 20  # paths listed in summary() per problem kind
+
+
+# ------------------------------------------------------------------------------------------------ files
+def list_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Every image under ``root`` (any depth), sorted; extensions match case-insensitively."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found (or not a directory): {root}")
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    if not files:
+        raise ValueError(f"no images with extensions {sorted(wanted)} under {root}")
+    return files
+
+
+def decode_images(paths: Sequence[Path], size: int, *, crop_fraction: float = 1.0, strict: bool = True,
+                  origins: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``paths`` to (size, size) centre crops; returns (images uint8 (M, size, size, 3), kept indices).
+
+    ``strict`` raises on a missing or undecodable file, naming it and ``origins[i]`` (where it was listed);
+    otherwise such files are skipped and left out of the kept indices.
+    """
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    kept: list[int] = []
+    for i, path in enumerate(paths):
+        try:
+            image = load_image(path)
+        except (FileNotFoundError, CorruptImageError) as error:
+            if strict:
+                where = f" (listed in {origins[i]})" if origins is not None else ""
+                raise type(error)(f"{error}{where}") from error
+            continue
+        images[len(kept)] = centre_crop(image, size, crop_fraction)
+        kept.append(i)
+    return images[: len(kept)], np.array(kept, dtype=np.int64)
+
+
+def _file_digest(paths: Sequence[Path]) -> str:
+    """Digest of files' paths, sizes and modification times: any change names a new cache."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _load_or_build(path: Path | None, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays from the .npz at ``path`` when readable, else ``build()`` (then written to ``path`` atomically)."""
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            log.info("Attribute data: loaded from cache %s", path)
+            return arrays
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            warnings.warn(f"cached face arrays {path} are unreadable ({error}); building them again", RuntimeWarning)
+    arrays = build()
+    if path is not None:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        atomic_write(path, write)
+    return arrays
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------------ CelebA lists
+@dataclass(eq=False)
+class CelebAAttributes:
+    """``list_attr_celeba.txt``: attribute names, files, labels (N, K) uint8 0/1, and each row's line number."""
+
+    names: tuple[str, ...]
+    files: list[str]
+    labels: np.ndarray
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def read_celeba_attributes(path: str | os.PathLike) -> CelebAAttributes:
+    """Parse CelebA's attribute list: line 1 the image count, line 2 the attribute names, then one row per
+    image, ``<file> <one value per attribute, -1 or 1>``. Errors name the file and the line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"CelebA attribute list not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected the image count on line 1 and the attribute names on line 2, "
+                         f"got {len(lines)} line(s)")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise ValueError(f"{path} line 1: expected the number of images, got {lines[0].strip()[:60]!r}") from None
+    names = tuple(lines[1].split())
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{path} line 2: expected distinct attribute names, got {lines[1].strip()[:120]!r}")
+    files: list[str] = []
+    rows: list[list[int]] = []
+    numbers: list[int] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != len(names) + 1:
+            raise ValueError(f"{path} line {number}: expected a file name and {len(names)} values (-1 or 1), "
+                             f"got {len(fields) - 1} value(s)")
+        name = fields[0]
+        if name in seen:
+            raise ValueError(f"{path} line {number}: {name} is listed twice (first on line {seen[name]})")
+        try:
+            values = [int(v) for v in fields[1:]]
+        except ValueError:
+            values = []
+        if len(values) != len(names) or any(v not in (-1, 1) for v in values):
+            bad = next((v for v in fields[1:] if v not in ("-1", "1")), "?")
+            raise ValueError(f"{path} line {number}: attribute values must be -1 or 1, got {bad!r}")
+        seen[name] = number
+        files.append(name)
+        rows.append(values)
+        numbers.append(number)
+    if len(files) != count:
+        raise ValueError(f"{path}: line 1 announces {count} images but {len(files)} rows follow")
+    labels = (np.array(rows, dtype=np.int8).reshape(len(files), len(names)) > 0).astype(np.uint8)
+    return CelebAAttributes(names=names, files=files, labels=labels, lines=numbers)
+
+
+def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
+    """Parse ``list_eval_partition.txt`` (``<file> <0|1|2>`` per line: train, valid, test) into {file: code}."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"CelebA partition list not found: {path}")
+    partition: dict[str, int] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                raise ValueError(f"{path} line {number}: expected '<file> <0|1|2>', got {line.strip()[:80]!r}")
+            if fields[0] in partition:
+                raise ValueError(f"{path} line {number}: {fields[0]} is listed twice")
+            partition[fields[0]] = int(fields[1])
+    if not partition:
+        raise ValueError(f"{path}: no '<file> <0|1|2>' rows")
+    return partition
+
+
+# ---------------------------------------------------------------------------------------- data modules
+class _AttributeDataModule(ArrayDataModule):
+    """Shared parts: attribute names, hidden student labels, the extra unlabeled folder, the on-disk cache."""
+
+    def __init__(self, *, image_size: int, student_labels: bool, unlabeled_root: str | os.PathLike | None,
+                 crop_fraction: float, strict: bool, cache_dir: str | os.PathLike | None, use_cache: bool,
+                 **loader_args: Any) -> None:
+        super().__init__(**loader_args)
+        self.image_size = _count("image_size", image_size, 16)
+        self.student_labels = bool(student_labels)
+        self.unlabeled_root = Path(unlabeled_root).expanduser() if unlabeled_root else None
+        if self.student_labels and self.unlabeled_root is not None:
+            raise ValueError("data.student_labels=true needs a label for every student image, but the images of "
+                             f"data.unlabeled_root={self.unlabeled_root} have none; use one or the other")
+        if not 0.0 < float(crop_fraction) <= 1.0:
+            raise ValueError(f"data.crop_fraction must be in (0, 1], got {crop_fraction}")
+        self.crop_fraction = float(crop_fraction)
+        self.strict = bool(strict)
+        self.cache_dir = cache_dir
+        self.use_cache = bool(use_cache)
+        self._unlabeled_files: list[Path] | None = None
+        self._fingerprint: str | None = None
+        self._report: dict[str, Any] = {}
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        """Number of attributes: the size of the teacher's and the student's output."""
+        return len(self.attribute_names)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:  # may stat many files: computed once
+            self._fingerprint = super().fingerprint()
+        return self._fingerprint
+
+    def _cache_file(self, kind: str, key: str) -> Path | None:
+        return data_cache_dir(self.cache_dir) / "faces" / f"{kind}-{key}.npz" if self.use_cache else None
+
+    # --- the extra unlabeled folder -----------------------------------------------------------------
+    def unlabeled_files(self) -> list[Path]:
+        if self.unlabeled_root is None:
+            return []
+        if self._unlabeled_files is None:
+            self._unlabeled_files = list_image_files(self.unlabeled_root)
+        return self._unlabeled_files
+
+    def _unlabeled_parts(self) -> dict[str, Any] | None:
+        files = self.unlabeled_files()
+        if not files:
+            return None
+        return {"files": _file_digest(files), "image_size": self.image_size, "crop_fraction": self.crop_fraction,
+                "strict": self.strict}
+
+    def _unlabeled_images(self) -> np.ndarray:
+        files = self.unlabeled_files()
+        key = fingerprint(**self._unlabeled_parts())
+
+        def build() -> dict[str, np.ndarray]:
+            log.info("Attribute data: decoding %d unlabeled images from %s", len(files), self.unlabeled_root)
+            images, kept = decode_images(files, self.image_size, crop_fraction=self.crop_fraction, strict=self.strict,
+                                         origins=[f"data.unlabeled_root={self.unlabeled_root}"] * len(files))
+            return {"images": images, "kept": kept}
+
+        arrays = _load_or_build(self._cache_file("unlabeled", key), build)
+        skipped = sorted(set(range(len(files))) - set(arrays["kept"].tolist()))
+        if skipped:
+            self._report["unlabeled_skipped"] = {"count": len(skipped),
+                                                 "paths": [str(files[i]) for i in skipped[:_REPORT_PATHS]]}
+        return arrays["images"]
+
+    def _student_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
+        """The student's split: its labels only with ``student_labels``; the unlabeled folder appended."""
+        if self.unlabeled_root is not None:
+            extra = self._unlabeled_images()
+            self._report["unlabeled_images"] = int(len(extra))
+            images = np.concatenate([images, extra]) if len(images) else extra
+        return Split(images, labels if self.student_labels else None)
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes, which splits carry labels, the attribute count and any skipped files."""
+        self.setup()
+        assert self._splits is not None
+        return {**super().summary(), "attributes": self.num_classes,
+                "labelled": {name: split.targets is not None for name, split in self._splits.items()},
+                **self._report}
+
+
+class SyntheticAttributesDataModule(_AttributeDataModule):
+    """Synthetic faces (``distill.data.synthetic_faces``) with CelebA's 40 attributes, which drive the rendering.
+
+    Each split renders its own people (``images_per_identity`` images each): ``num_teacher_train`` labelled
+    faces for the teacher, ``num_train`` faces of other people for the student (labels withheld), ``num_test``
+    labelled faces of yet other people. ``image_size`` is the rendered size; ``resolution`` the student's input.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 96,
+        num_teacher_train: int = 3000,
+        num_train: int = 5000,
+        num_test: int = 2000,
+        images_per_identity: int = 1,
+        student_labels: bool = False,
+        unlabeled_root: str | os.PathLike | None = None,
+        crop_fraction: float = 1.0,
+        strict: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        **loader_args: Any,
+    ) -> None:
+        super().__init__(image_size=image_size, student_labels=student_labels, unlabeled_root=unlabeled_root,
+                         crop_fraction=crop_fraction, strict=strict, cache_dir=cache_dir, use_cache=use_cache,
+                         **loader_args)
+        self.sizes = {"teacher_train": _count("num_teacher_train", num_teacher_train, 1),
+                      "train": _count("num_train", num_train, 0 if self.unlabeled_root is not None else 1),
+                      "test": _count("num_test", num_test, 2)}
+        self.images_per_identity = _count("images_per_identity", images_per_identity, 1)
+        if self.seed < 0:
+            raise ValueError(f"data.seed must be >= 0 for the synthetic faces, got {self.seed}")
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return synthetic_faces.ATTRIBUTE_NAMES
+
+    def _render_parts(self) -> dict[str, Any]:
+        source = hashlib.sha256(Path(synthetic_faces.__file__).read_bytes()).hexdigest()[:16]
+        return {"generator": source, "image_size": self.image_size, "sizes": self.sizes,
+                "images_per_identity": self.images_per_identity, "seed": self.seed}
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        # student_labels only decides whether the student's labels are served, not what the data is: a teacher
+        # fitted (and its outputs cached) for one setting serves the other.
+        return {**self._render_parts(), "unlabeled": self._unlabeled_parts()}
+
+    def split_stream(self, name: str) -> int:
+        """The seed a split's people (``sample_identities``) and renderings (``render_faces``) are drawn with."""
+        if name not in _STREAMS:
+            raise ValueError(f"split must be one of {list(_STREAMS)}, got {name!r}")
+        return self.seed * 1000 + _STREAMS[name]
+
+    def render_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, attributes) of one split: its own people, rendered from the split's own random streams."""
+        count = self.sizes[name]
+        if count == 0:
+            return (np.empty((0, self.image_size, self.image_size, 3), np.uint8),
+                    np.empty((0, self.num_classes), np.uint8))
+        stream = self.split_stream(name)
+        people = synthetic_faces.sample_identities(-(-count // self.images_per_identity), stream)
+        index = np.arange(count) // self.images_per_identity
+        images, attributes = synthetic_faces.render_faces(people, index, stream, self.image_size)
+        return images, attributes.astype(np.uint8)
+
+    def _render(self) -> dict[str, np.ndarray]:
+        log.info("Attribute data: rendering %d synthetic faces of %d px (kept on disk for later runs)",
+                 sum(self.sizes.values()), self.image_size)
+        arrays = {}
+        for name in self.sizes:
+            arrays[f"{name}_images"], arrays[f"{name}_targets"] = self.render_split(name)
+        return arrays
+
+    def build_splits(self) -> dict[str, Split]:
+        arrays = _load_or_build(self._cache_file("attributes", fingerprint(**self._render_parts())), self._render)
+        return {
+            "teacher_train": Split(arrays["teacher_train_images"], arrays["teacher_train_targets"]),
+            "train": self._student_split(arrays["train_images"], arrays["train_targets"]),
+            "test": Split(arrays["test_images"], arrays["test_targets"]),
+        }
+
+
+def _partition_codes(name: str, value: Any) -> tuple[int, ...]:
+    names = [value] if isinstance(value, str) else list(value or [])
+    unknown = [n for n in names if n not in CELEBA_PARTITIONS]
+    if not names or unknown:
+        raise ValueError(f"data.{name} must name partitions among {list(CELEBA_PARTITIONS)}, got {value!r}")
+    return tuple(sorted({CELEBA_PARTITIONS[n] for n in names}))
+
+
+class CelebADataModule(_AttributeDataModule):
+    """CelebA in its published layout under ``root``: ``img_align_celeba/*.jpg``, ``list_attr_celeba.txt``
+    and ``list_eval_partition.txt``.
+
+    ``teacher_partitions`` (default train) fit the teacher; ``student_partitions`` (default train) are the
+    student's images, served without labels, plus any ``unlabeled_root`` folder; ``test_partitions`` (default
+    test) score both. ``max_per_split`` keeps the first N images of each split (file order). Images are
+    centre-cropped (``crop_fraction`` of the shorter side) and resized to ``image_size`` once, then cached.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        images_dir: str = "img_align_celeba",
+        attributes_file: str = "list_attr_celeba.txt",
+        partition_file: str = "list_eval_partition.txt",
+        teacher_partitions: Sequence[str] | str = ("train",),
+        student_partitions: Sequence[str] | str = ("train",),
+        test_partitions: Sequence[str] | str = ("test",),
+        max_per_split: int | None = None,
+        image_size: int = 96,
+        crop_fraction: float = 1.0,
+        student_labels: bool = False,
+        unlabeled_root: str | os.PathLike | None = None,
+        strict: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        **loader_args: Any,
+    ) -> None:
+        super().__init__(image_size=image_size, student_labels=student_labels, unlabeled_root=unlabeled_root,
+                         crop_fraction=crop_fraction, strict=strict, cache_dir=cache_dir, use_cache=use_cache,
+                         **loader_args)
+        if not root:
+            raise ValueError("data.root is not set: give the CelebA folder holding img_align_celeba/, "
+                             "list_attr_celeba.txt and list_eval_partition.txt (data.root=/path/to/celeba)")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"CelebA folder not found (or not a directory): {self.root} (data.root)")
+        self.images_dir = self.root / images_dir
+        self.attributes_file = self.root / attributes_file
+        self.partition_file = self.root / partition_file
+        self.partitions = {"teacher_train": _partition_codes("teacher_partitions", teacher_partitions),
+                           "train": _partition_codes("student_partitions", student_partitions),
+                           "test": _partition_codes("test_partitions", test_partitions)}
+        overlap = set(self.partitions["test"]) & (set(self.partitions["teacher_train"]) | set(self.partitions["train"]))
+        if overlap:
+            names = [n for n, c in CELEBA_PARTITIONS.items() if c in overlap]
+            raise ValueError(f"data.test_partitions share {names} with the training partitions: the test images "
+                             f"must be held out")
+        self.max_per_split = None if max_per_split is None else _count("max_per_split", max_per_split, 1)
+        self._listing: dict[str, Any] | None = None
+        self._decode_key: str | None = None
+
+    def listing(self) -> dict[str, Any]:
+        """Parsed lists (read once): attributes, and each split's row indices into them."""
+        if self._listing is not None:
+            return self._listing
+        if not self.images_dir.is_dir():
+            raise FileNotFoundError(f"CelebA image folder not found: {self.images_dir}")
+        table = read_celeba_attributes(self.attributes_file)
+        partition = read_celeba_partition(self.partition_file)
+        missing = [i for i, name in enumerate(table.files) if name not in partition]
+        if missing:
+            first = missing[0]
+            raise ValueError(f"{self.attributes_file} line {table.lines[first]}: {table.files[first]} has no "
+                             f"partition in {self.partition_file} ({len(missing)} such image(s))")
+        codes = np.array([partition[name] for name in table.files])
+        rows = {}
+        for split, wanted in self.partitions.items():
+            index = np.flatnonzero(np.isin(codes, wanted))
+            if self.max_per_split is not None:
+                index = index[: self.max_per_split]
+            if len(index) == 0:
+                raise ValueError(f"{self.partition_file}: no image in partition(s) {wanted} for split '{split}'")
+            rows[split] = index
+        self._listing = {"table": table, "rows": rows}
+        return self._listing
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return self.listing()["table"].names
+
+    def _needed_rows(self) -> np.ndarray:
+        return np.unique(np.concatenate(list(self.listing()["rows"].values())))
+
+    def _decode_parts(self) -> dict[str, Any]:
+        """What determines the decoded CelebA arrays: the lists, the images used, the preprocessing."""
+        if self._decode_key is None:
+            table = self.listing()["table"]
+            paths = [self.images_dir / table.files[i] for i in self._needed_rows()]
+            self._decode_key = fingerprint(
+                lists=_file_digest([self.attributes_file, self.partition_file]),
+                images=_file_digest([p for p in paths if p.is_file()]), partitions=self.partitions,
+                max_per_split=self.max_per_split, image_size=self.image_size, crop_fraction=self.crop_fraction,
+                strict=self.strict)
+        return {"celeba": self._decode_key}
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        return {**self._decode_parts(), "unlabeled": self._unlabeled_parts()}
+
+    def _decode(self) -> dict[str, np.ndarray]:
+        table = self.listing()["table"]
+        rows = self._needed_rows()
+        paths = [self.images_dir / table.files[i] for i in rows]
+        origins = [f"{self.attributes_file} line {table.lines[i]}" for i in rows]
+        if self.strict:
+            absent = [n for n, path in enumerate(paths) if not path.is_file()]
+            if absent:
+                raise FileNotFoundError(f"CelebA image not found: {paths[absent[0]]} (listed in {origins[absent[0]]}); "
+                                        f"{len(absent)} listed image(s) are missing")
+        log.info("Attribute data: decoding %d CelebA images to %d px (kept on disk for later runs)", len(paths),
+                 self.image_size)
+        images, kept = decode_images(paths, self.image_size, crop_fraction=self.crop_fraction, strict=self.strict,
+                                     origins=origins)
+        return {"rows": rows[kept], "images": images, "skipped": rows[np.setdiff1d(np.arange(len(rows)), kept)]}
+
+    def build_splits(self) -> dict[str, Split]:
+        arrays = _load_or_build(self._cache_file("celeba", self._decode_parts()["celeba"]), self._decode)
+        table = self.listing()["table"]
+        position = {int(row): n for n, row in enumerate(arrays["rows"])}
+        if len(arrays["skipped"]):
+            self._report["skipped"] = {"count": int(len(arrays["skipped"])),
+                                       "paths": [str(self.images_dir / table.files[i])
+                                                 for i in arrays["skipped"][:_REPORT_PATHS]]}
+
+        def take(split: str) -> tuple[np.ndarray, np.ndarray]:
+            rows = [int(r) for r in self.listing()["rows"][split] if int(r) in position]
+            at = np.array([position[r] for r in rows], dtype=np.int64)
+            if len(at) and at[-1] - at[0] == len(at) - 1:  # a partition is a block of rows: share, don't copy
+                return arrays["images"][at[0]:at[-1] + 1], table.labels[rows]
+            return arrays["images"][at], table.labels[rows]
+
+        student_images, student_labels = take("train")
+        return {"teacher_train": Split(*take("teacher_train")),
+                "train": self._student_split(student_images, student_labels),
+                "test": Split(*take("test"))}
