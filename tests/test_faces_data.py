@@ -11,8 +11,9 @@ from distill.data.faces import FaceFolderDataModule, SyntheticFacesDataModule
 from distill.data.image_files import CorruptImageError, load_image
 from distill.data.pairs import write_lfw_pairs
 
-TINY = dict(image_size=32, num_identities=4, images_per_identity=3, train_images_per_identity=2,
-            num_test_identities=6, test_images_per_identity=3, num_folds=2, pairs_per_fold=3, use_cache=False)
+TINY = {"image_size": 32, "num_identities": 4, "images_per_identity": 3, "train_images_per_identity": 2,
+        "num_test_identities": 6, "test_images_per_identity": 3, "num_folds": 2, "pairs_per_fold": 3,
+        "use_cache": False}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_damaged_cache_is_rebuilt(tmp_path):
         assert stored["test_images"].shape == (18, 32, 32, 3)
 
 
-@pytest.mark.parametrize("key, value", [("num_identities", 1), ("images_per_identity", 0),
+@pytest.mark.parametrize("key, value", [("num_identities", 1), ("images_per_identity", 0), ("num_folds", "ten"),
                                         ("test_images_per_identity", 1), ("image_size", 8), ("pairs_per_fold", 0)])
 def test_bad_settings_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"data.{key}"):
@@ -176,7 +177,8 @@ def face_tree(tmp_path, photos):
 
 
 def _folder_dm(tree, **kwargs):
-    settings = dict(root=tree / "train", lfw_root=tree / "lfw", image_size=40, num_folds=2, use_cache=False)
+    settings = {"root": tree / "train", "lfw_root": tree / "lfw", "image_size": 40, "num_folds": 2,
+                "use_cache": False}
     return FaceFolderDataModule(**{**settings, **kwargs})
 
 

@@ -39,8 +39,8 @@ def square_crop(image: np.ndarray, box: tuple[float, float, float, float], size:
         raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {box}")
     side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * float(margin))
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-    left, top = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
-    width = max(1, int(round(side)))
+    left, top = round(cx - side / 2.0), round(cy - side / 2.0)
+    width = max(1, round(side))
     crop = Image.fromarray(image).crop((left, top, left + width, top + width))
     return np.asarray(crop.resize((int(size), int(size)), Image.BILINEAR), dtype=np.uint8)
 
@@ -65,7 +65,8 @@ class FaceAligner:
     def __init__(self, image_size: int = 160, margin: float = 0.2, min_face_size: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), fallback_fraction: float = 1.0,
                  device: str = "cpu") -> None:
-        from facenet_pytorch import MTCNN  # imported on use: only aligned data sets need it
+        # imported on use: only aligned data sets need it
+        from facenet_pytorch import MTCNN
 
         if int(image_size) < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")

@@ -14,12 +14,9 @@ Building the arrays (rendering or decoding thousands of faces) takes a while, so
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import warnings
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +26,10 @@ import numpy as np
 from distill.cache import fingerprint
 from distill.data import synthetic_faces
 from distill.data.align import centre_crop
+from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
+                                      source_digest)
 from distill.data.datamodule import ArrayDataModule, Split
-from distill.data.faces import data_cache_dir
 from distill.data.image_files import IMAGE_EXTENSIONS, CorruptImageError, load_image
-from distill.io import atomic_write
 
 __all__ = [
     "CELEBA_PARTITIONS",
@@ -85,41 +82,6 @@ def decode_images(paths: Sequence[Path], size: int, *, crop_fraction: float = 1.
         images[len(kept)] = centre_crop(image, size, crop_fraction)
         kept.append(i)
     return images[: len(kept)], np.array(kept, dtype=np.int64)
-
-
-def _file_digest(paths: Sequence[Path]) -> str:
-    """Digest of files' paths, sizes and modification times: any change names a new cache."""
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def _load_or_build(path: Path | None, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays from the .npz at ``path`` when readable, else ``build()`` (then written to ``path`` atomically)."""
-    if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            log.info("Attribute data: loaded from cache %s", path)
-            return arrays
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            warnings.warn(f"cached face arrays {path} are unreadable ({error}); building them again", RuntimeWarning)
-    arrays = build()
-    if path is not None:
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        atomic_write(path, write)
-    return arrays
-
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise ValueError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------------ CelebA lists
@@ -214,7 +176,7 @@ class _AttributeDataModule(ArrayDataModule):
                  crop_fraction: float, strict: bool, cache_dir: str | os.PathLike | None, use_cache: bool,
                  **loader_args: Any) -> None:
         super().__init__(**loader_args)
-        self.image_size = _count("image_size", image_size, 16)
+        self.image_size = config_int("image_size", image_size, 16)
         self.student_labels = bool(student_labels)
         self.unlabeled_root = Path(unlabeled_root).expanduser() if unlabeled_root else None
         if self.student_labels and self.unlabeled_root is not None:
@@ -259,7 +221,7 @@ class _AttributeDataModule(ArrayDataModule):
         files = self.unlabeled_files()
         if not files:
             return None
-        return {"files": _file_digest(files), "image_size": self.image_size, "crop_fraction": self.crop_fraction,
+        return {"files": file_digest(files), "image_size": self.image_size, "crop_fraction": self.crop_fraction,
                 "strict": self.strict}
 
     def _unlabeled_images(self) -> np.ndarray:
@@ -272,7 +234,7 @@ class _AttributeDataModule(ArrayDataModule):
                                          origins=[f"data.unlabeled_root={self.unlabeled_root}"] * len(files))
             return {"images": images, "kept": kept}
 
-        arrays = _load_or_build(self._cache_file("unlabeled", key), build)
+        arrays = load_or_build_arrays(self._cache_file("unlabeled", key), build, "Attribute data")
         skipped = sorted(set(range(len(files))) - set(arrays["kept"].tolist()))
         if skipped:
             self._report["unlabeled_skipped"] = {"count": len(skipped),
@@ -322,10 +284,10 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         super().__init__(image_size=image_size, student_labels=student_labels, unlabeled_root=unlabeled_root,
                          crop_fraction=crop_fraction, strict=strict, cache_dir=cache_dir, use_cache=use_cache,
                          **loader_args)
-        self.sizes = {"teacher_train": _count("num_teacher_train", num_teacher_train, 1),
-                      "train": _count("num_train", num_train, 0 if self.unlabeled_root is not None else 1),
-                      "test": _count("num_test", num_test, 2)}
-        self.images_per_identity = _count("images_per_identity", images_per_identity, 1)
+        self.sizes = {"teacher_train": config_int("num_teacher_train", num_teacher_train, 1),
+                      "train": config_int("num_train", num_train, 0 if self.unlabeled_root is not None else 1),
+                      "test": config_int("num_test", num_test, 2)}
+        self.images_per_identity = config_int("images_per_identity", images_per_identity, 1)
         if self.seed < 0:
             raise ValueError(f"data.seed must be >= 0 for the synthetic faces, got {self.seed}")
 
@@ -334,7 +296,7 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         return synthetic_faces.ATTRIBUTE_NAMES
 
     def _render_parts(self) -> dict[str, Any]:
-        source = hashlib.sha256(Path(synthetic_faces.__file__).read_bytes()).hexdigest()[:16]
+        source = source_digest(synthetic_faces)
         return {"generator": source, "image_size": self.image_size, "sizes": self.sizes,
                 "images_per_identity": self.images_per_identity, "seed": self.seed}
 
@@ -370,7 +332,8 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         return arrays
 
     def build_splits(self) -> dict[str, Split]:
-        arrays = _load_or_build(self._cache_file("attributes", fingerprint(**self._render_parts())), self._render)
+        arrays = load_or_build_arrays(self._cache_file("attributes", fingerprint(**self._render_parts())), self._render,
+                                      "Attribute data")
         return {
             "teacher_train": Split(arrays["teacher_train_images"], arrays["teacher_train_targets"]),
             "train": self._student_split(arrays["train_images"], arrays["train_targets"]),
@@ -435,7 +398,7 @@ class CelebADataModule(_AttributeDataModule):
             names = [n for n, c in CELEBA_PARTITIONS.items() if c in overlap]
             raise ValueError(f"data.test_partitions share {names} with the training partitions: the test images "
                              f"must be held out")
-        self.max_per_split = None if max_per_split is None else _count("max_per_split", max_per_split, 1)
+        self.max_per_split = None if max_per_split is None else config_int("max_per_split", max_per_split, 1)
         self._listing: dict[str, Any] | None = None
         self._decode_key: str | None = None
 
@@ -477,8 +440,8 @@ class CelebADataModule(_AttributeDataModule):
             table = self.listing()["table"]
             paths = [self.images_dir / table.files[i] for i in self._needed_rows()]
             self._decode_key = fingerprint(
-                lists=_file_digest([self.attributes_file, self.partition_file]),
-                images=_file_digest([p for p in paths if p.is_file()]), partitions=self.partitions,
+                lists=file_digest([self.attributes_file, self.partition_file]),
+                images=file_digest([p for p in paths if p.is_file()]), partitions=self.partitions,
                 max_per_split=self.max_per_split, image_size=self.image_size, crop_fraction=self.crop_fraction,
                 strict=self.strict)
         return {"celeba": self._decode_key}
@@ -503,7 +466,8 @@ class CelebADataModule(_AttributeDataModule):
         return {"rows": rows[kept], "images": images, "skipped": rows[np.setdiff1d(np.arange(len(rows)), kept)]}
 
     def build_splits(self) -> dict[str, Split]:
-        arrays = _load_or_build(self._cache_file("celeba", self._decode_parts()["celeba"]), self._decode)
+        arrays = load_or_build_arrays(self._cache_file("celeba", self._decode_parts()["celeba"]), self._decode,
+                                      "Attribute data")
         table = self.listing()["table"]
         position = {int(row): n for n, row in enumerate(arrays["rows"])}
         if len(arrays["skipped"]):

@@ -14,12 +14,11 @@ the arrays are kept on disk once built, under ``<cache dir>/faces/``, keyed by e
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
 import os
 import warnings
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,13 @@ import numpy as np
 from distill.cache import fingerprint
 from distill.data import synthetic_faces
 from distill.data.align import FaceAligner, centre_crop
+from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
+                                      source_digest)
 from distill.data.datamodule import ArrayDataModule, Split
 from distill.data.image_files import CorruptImageError, IdentityFolder, load_image
 from distill.data.pairs import lfw_image_path, make_pairs, read_lfw_pairs
-from distill.io import atomic_write
 
-__all__ = ["SyntheticFacesDataModule", "FaceFolderDataModule", "data_cache_dir"]
+__all__ = ["FaceFolderDataModule", "SyntheticFacesDataModule", "data_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +43,8 @@ _IMAGES_TEACHER, _IMAGES_TRAIN, _IMAGES_TEST, _PAIRS = 4, 5, 6, 7
 _REPORT_PATHS = 20  # paths listed in summary() per problem kind
 
 
-def data_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    """Where built arrays are kept: ``cache_dir``, else $DISTILL_CACHE_DIR, else ~/.cache/distill (as train.py)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill"))
-
-
-def _load_or_build(path: Path | None, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays from the .npz at ``path`` when readable, else ``build()`` (written to ``path`` atomically)."""
-    if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            log.info("Face data: loaded from cache %s", path)
-            return arrays
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            warnings.warn(f"cached face arrays {path} are unreadable ({error}); building them again", RuntimeWarning)
-    arrays = build()
-    if path is not None:
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        atomic_write(path, write)
-    return arrays
-
-
-def _source_digest(module) -> str:
-    """Digest of a module's source file: a changed generator renders different images, so caches must change."""
-    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
-
-
 def _derived_seed(seed: int, stream: int) -> int:
     return int(seed) * 1000 + stream
-
-
-def _positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise ValueError(f"data.{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class SyntheticFacesDataModule(ArrayDataModule):
@@ -112,15 +74,15 @@ class SyntheticFacesDataModule(ArrayDataModule):
         **loader_args: Any,
     ) -> None:
         super().__init__(**loader_args)
-        self.image_size = _positive("image_size", image_size, 16)
-        self.num_identities = _positive("num_identities", num_identities, 2)
-        self.images_per_identity = _positive("images_per_identity", images_per_identity)
-        self.train_images_per_identity = _positive("train_images_per_identity", train_images_per_identity)
-        self.num_train_identities = _positive("num_train_identities", num_train_identities, 0)
-        self.num_test_identities = _positive("num_test_identities", num_test_identities, 2)
-        self.test_images_per_identity = _positive("test_images_per_identity", test_images_per_identity, 2)
-        self.num_folds = _positive("num_folds", num_folds)
-        self.pairs_per_fold = _positive("pairs_per_fold", pairs_per_fold)
+        self.image_size = config_int("image_size", image_size, 16)
+        self.num_identities = config_int("num_identities", num_identities, 2)
+        self.images_per_identity = config_int("images_per_identity", images_per_identity)
+        self.train_images_per_identity = config_int("train_images_per_identity", train_images_per_identity)
+        self.num_train_identities = config_int("num_train_identities", num_train_identities, 0)
+        self.num_test_identities = config_int("num_test_identities", num_test_identities, 2)
+        self.test_images_per_identity = config_int("test_images_per_identity", test_images_per_identity, 2)
+        self.num_folds = config_int("num_folds", num_folds)
+        self.pairs_per_fold = config_int("pairs_per_fold", pairs_per_fold)
         if self.seed < 0:
             raise ValueError(f"data.seed must be >= 0 for the synthetic faces, got {self.seed}")
         self.cache_dir = cache_dir
@@ -133,7 +95,7 @@ class SyntheticFacesDataModule(ArrayDataModule):
 
     def fingerprint_parts(self) -> dict[str, Any]:
         return {
-            "generator": _source_digest(synthetic_faces),
+            "generator": source_digest(synthetic_faces),
             "image_size": self.image_size,
             "num_identities": self.num_identities,
             "images_per_identity": self.images_per_identity,
@@ -194,7 +156,7 @@ class SyntheticFacesDataModule(ArrayDataModule):
         return arrays
 
     def build_splits(self) -> dict[str, Split]:
-        arrays = _load_or_build(self._cache_file(), self._render)
+        arrays = load_or_build_arrays(self._cache_file(), self._render, "Face data")
         return {
             "teacher_train": Split(arrays["teacher_train_images"], arrays["teacher_train_targets"]),
             "train": Split(arrays["train_images"], arrays.get("train_targets")),
@@ -208,17 +170,8 @@ class SyntheticFacesDataModule(ArrayDataModule):
             "identities": {"teacher_train": self.num_identities,
                            "train": self.num_train_identities or self.num_identities,
                            "test": self.num_test_identities},
-            "pairs": int(len(self.split("test").extras["pairs"])),
+            "pairs": len(self.split("test").extras["pairs"]),
         }
-
-
-def _file_digest(paths: Sequence[Path]) -> str:
-    """Digest of a file list with each file's size and modification time: any change gives a new cache."""
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _limit_identities(folder: IdentityFolder, max_identities: int | None, max_images: int | None,
@@ -306,15 +259,15 @@ class FaceFolderDataModule(ArrayDataModule):
         self.lfw_root = Path(lfw_root).expanduser()
         self.pairs_file = Path(pairs_file).expanduser() if pairs_file else None
         self.train_root = Path(train_root).expanduser() if train_root else None
-        self.image_size = _positive("image_size", image_size)
+        self.image_size = config_int("image_size", image_size)
         if not 0.0 < float(crop_fraction) <= 1.0:
             raise ValueError(f"data.crop_fraction must be in (0, 1], got {crop_fraction}")
         self.crop_fraction = float(crop_fraction)
-        self.max_identities = None if max_identities is None else _positive("max_identities", max_identities, 2)
+        self.max_identities = None if max_identities is None else config_int("max_identities", max_identities, 2)
         self.max_images_per_identity = (None if max_images_per_identity is None
-                                        else _positive("max_images_per_identity", max_images_per_identity))
-        self.min_images_per_identity = _positive("min_images_per_identity", min_images_per_identity)
-        self.num_folds = _positive("num_folds", num_folds)
+                                        else config_int("max_images_per_identity", max_images_per_identity))
+        self.min_images_per_identity = config_int("min_images_per_identity", min_images_per_identity)
+        self.num_folds = config_int("num_folds", num_folds)
         self.strict = bool(strict)
         self.align = bool(align)
         self.align_margin = float(align_margin)
@@ -375,9 +328,9 @@ class FaceFolderDataModule(ArrayDataModule):
         listing = self.listing()
         train = listing["train"]
         return {
-            "teacher_train": _file_digest(listing["teacher_train"][0]),
-            "train": _file_digest(train[0]) if train is not None else None,
-            "test": _file_digest(listing["test"][0] + [listing["pairs_file"]]),
+            "teacher_train": file_digest(listing["teacher_train"][0]),
+            "train": file_digest(train[0]) if train is not None else None,
+            "test": file_digest(listing["test"][0] + [listing["pairs_file"]]),
             "num_folds": self.num_folds,
             **self._preprocess_parts(),
         }
@@ -412,9 +365,9 @@ class FaceFolderDataModule(ArrayDataModule):
 
         path = None
         if self.use_cache:
-            key = fingerprint(files=_file_digest(paths), **self._preprocess_parts())
+            key = fingerprint(files=file_digest(paths), **self._preprocess_parts())
             path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{key}.npz"  # same files: same arrays
-        return _load_or_build(path, build)
+        return load_or_build_arrays(path, build, "Face data")
 
     def _note_problems(self, split: str, paths: Sequence[Path], decoded: dict[str, np.ndarray]) -> None:
         bad = [str(paths[i]) for i in np.flatnonzero(~decoded["ok"])]
@@ -482,7 +435,7 @@ class FaceFolderDataModule(ArrayDataModule):
 def _count_folds(named_pairs: Sequence[tuple]) -> int:
     """Folds in file order: a fold ends where a different pair is followed by a same pair."""
     folds = 1
-    for previous, current in zip(named_pairs, named_pairs[1:]):
+    for previous, current in itertools.pairwise(named_pairs):
         if not previous[2] and current[2]:
             folds += 1
     return folds
