@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.io import atomic_write, atomic_write_bytes
-from distill.paper import PAPER_TABLES, paper_row
+from distill.paper import PAPER_TABLES, PaperTable, paper_row
 
 __all__ = ["RunRecord", "collect_runs", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]
 
@@ -165,8 +165,12 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Metric against mult-adds (log axis): our runs, the paper's points, the teacher marked."""
+def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "", table: PaperTable | None = None) -> Path:
+    """Metric against mult-adds (log axis): our runs, the paper's points, the teachers marked.
+
+    With ``table`` every row of the paper's table is drawn (and its teacher), not only the rows our runs match,
+    so a sweep at CPU-sized resolutions is still seen beside the paper's trade-off.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,9 +185,20 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
         for r in ours:
             axis.annotate(f"{r['width']}-{r['resolution']}", (r["mult_adds_m"], 100 * r["value"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
-    if paper:
-        axis.scatter([r["paper_mult_adds_m"] for r in paper], [100 * r["paper"] for r in paper], marker="x",
-                     color="tab:gray", label="paper")
+    paper_points = [(r["paper_mult_adds_m"], r["paper"], "") for r in paper]
+    if table is not None:
+        paper_points = [(row.mult_adds_m, row.metric, row.label.replace(" MobileNet", ""))
+                        for row in table.rows.values()]
+    if paper_points:
+        axis.scatter([x for x, _, _ in paper_points], [100 * y for _, y, _ in paper_points], marker="x",
+                     color="tab:gray", label=f"paper ({table.metric_name})" if table is not None else "paper")
+        for x, y, label in paper_points:
+            if label:
+                axis.annotate(label, (x, 100 * y), fontsize=7, color="tab:gray", xytext=(3, -9),
+                              textcoords="offset points")
+    if table is not None and table.teacher is not None:
+        axis.scatter([table.teacher.mult_adds_m], [100 * table.teacher.metric], marker="*", s=160, color="tab:gray",
+                     label=f"paper teacher ({table.teacher.label})")
     for r in teachers:
         axis.scatter([r["mult_adds_m"]], [100 * r["value"]], marker="*", s=160, color="tab:red",
                      label=f"teacher ({r['model']})")
@@ -218,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(out / "report.csv", table_csv.encode())
     recipes = sorted({r.results.get("recipe", "?") for r in records if r.results})
     sources = [PAPER_TABLES[name].source for name in recipes if name in PAPER_TABLES]
-    plot_pareto(rows, out / "pareto.png", title=", ".join(recipes) + (f" vs paper {sources[0]}" if sources else ""))
+    table = PAPER_TABLES.get(recipes[0]) if len(recipes) == 1 else None
+    plot_pareto(rows, out / "pareto.png", title=", ".join(recipes) + (f" vs paper {sources[0]}" if sources else ""),
+                table=table)
     printed = {"md": markdown, "csv": table_csv, "json": json.dumps(rows, indent=2) + "\n"}[args.format]
     sys.stdout.write(printed)
     failed = sum(1 for r in records if r.results is None)
