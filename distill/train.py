@@ -130,6 +130,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     cache_dir = default_cache_dir(cfg.cache.get("dir"))
 
     task = instantiate(cfg.task)
+    own_run = getattr(task, "run_recipe", None)
+    if own_run is not None:  # e.g. detection: batches of boxes do not fit the image-to-tensor engine
+        return own_run(cfg, run_dir=run_dir, callbacks=callbacks, started=started)
     datamodule = instantiate(cfg.data)
     resolution = int(cfg.data.resolution)
     teacher_resolution = int(cfg.teacher.get("resolution") or resolution)
@@ -189,6 +192,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
 
     checkpoint_path = run_dir / "student.ckpt"
     config = OmegaConf.to_container(cfg, resolve=True)
+    artifacts = task.save_artifacts(datamodule, run_dir)
     save_student(checkpoint_path, student, student_name, student_cfg, meta={
         "recipe": cfg.get("recipe_name", "custom"),
         "task": task.name,
@@ -196,6 +200,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
         "mean": list(datamodule.dataset("test").mean.flatten().tolist()),
         "std": list(datamodule.dataset("test").std.flatten().tolist()),
         "metrics": {k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
+        **({"artifacts": artifacts} if artifacts else {}),
     })
     latency_runs = int(cfg.get("latency_runs", 20))
     results = {
@@ -207,6 +212,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
                     "resolution": resolution, **_cost(student, resolution, latency_runs), "metrics": student_metrics},
         "primary_metric": task.primary_metric,
         "data": datamodule.summary(),
+        **({"artifacts": artifacts} if artifacts else {}),
         "student_checkpoint": str(checkpoint_path),
         "wall_time_s": round(time.time() - started, 2),
         "config": config,

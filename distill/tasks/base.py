@@ -6,6 +6,7 @@ a teacher from labels when no weights are given, the optional ground-truth loss,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,12 @@ def predict(model: nn.Module, loader: DataLoader, *, image_key: str = "image",
 
 
 class Task:
-    """Base class; subclasses implement the methods below."""
+    """Base class; subclasses implement the methods below.
+
+    A task whose training does not fit the engine's image-in, tensor-out loop (object detection) may instead
+    define ``run_recipe(cfg, *, run_dir, callbacks, started) -> results dict``; ``distill.train.run`` then hands
+    the whole run to it.
+    """
 
     name = "task"
     primary_metric = ""
@@ -58,3 +64,11 @@ class Task:
 
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def save_artifacts(self, datamodule: Any, run_dir: Path) -> dict[str, Any]:
+        """Write what a user needs beside the student to use it (e.g. a class-to-place table) into ``run_dir``.
+
+        Returns plain data (str, numbers, lists, dicts) stored in the student checkpoint's meta and in results.json
+        under "artifacts"; nothing by default.
+        """
+        return {}
