@@ -13,6 +13,7 @@ from distill import load_student
 from distill.checkpoint import CheckpointError, save_student
 from distill.cost import profile
 from distill.models import MobileNetV1
+from distill.report import collect_runs, report_rows
 from distill.train import run
 
 pytestmark = pytest.mark.slow
@@ -94,6 +95,11 @@ def test_ddp_on_two_cpu_processes_with_a_frozen_teacher(tmp_path):
     assert results["config"]["trainer"]["strategy"] == "ddp" and results["config"]["trainer"]["devices"] == 2
     assert 0.0 <= results["student"]["metrics"]["top1"] <= 1.0
     assert "unused parameters" not in done.stderr.lower()
+    # the report reads the DDP run like any other: one teacher row and one student row, from rank 0's results
+    rows = report_rows(collect_runs(tmp_path / "ddp"), tmp_path / "ddp")
+    assert [r["status"] for r in rows] == ["teacher", "ok"]
+    assert rows[1]["value"] == results["student"]["metrics"]["top1"]
+    assert rows[1]["mult_adds_m"] == pytest.approx(results["student"]["mult_adds"] / 1e6, abs=0.01)
 
 
 def test_student_checkpoint_errors_name_the_file(tmp_path):
