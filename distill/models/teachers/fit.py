@@ -27,17 +27,21 @@ log = logging.getLogger(__name__)
 
 def fit_teacher(model: nn.Module, task: Task, loader, *, epochs: int, lr: float, weight_decay: float = 0.05,
                 progress: bool = True) -> dict[str, float]:
-    """A plain supervised loop (AdamW, cosine schedule); returns the last epoch's loss and accuracy."""
+    """A plain supervised loop (AdamW, one-cycle schedule).
+
+    Returns the last epoch's loss, and its training accuracy for single-label targets.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     total = max(1, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.15)
     model.train()
-    stats = {"loss": float("nan"), "train_accuracy": float("nan")}
+    stats: dict[str, float] = {"loss": float("nan")}
     bar = tqdm(total=total, desc="fitting teacher", disable=not progress, leave=False)
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)
         loss_sum, correct, seen = 0.0, 0, 0
+        single_label = True
         for batch in loader:
             output = model(batch["image"])
             loss = task.fit_loss(output, batch["target"])
@@ -50,11 +54,17 @@ def fit_teacher(model: nn.Module, task: Task, loader, *, epochs: int, lr: float,
             loss_sum += loss.item() * len(output)
             if output.ndim == 2 and batch["target"].ndim == 1:
                 correct += (output.argmax(1) == batch["target"]).sum().item()
+            else:  # multi-label targets: top-1 accuracy means nothing
+                single_label = False
             seen += len(output)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-        stats = {"loss": loss_sum / seen, "train_accuracy": correct / seen}
-        log.info("teacher fit epoch %d: loss %.4f, train accuracy %.3f", epoch, stats["loss"], stats["train_accuracy"])
+        stats = {"loss": loss_sum / seen}
+        if single_label:
+            stats["train_accuracy"] = correct / seen
+            log.info("teacher fit epoch %d: loss %.4f, train accuracy %.3f", epoch, stats["loss"], stats["train_accuracy"])
+        else:
+            log.info("teacher fit epoch %d: loss %.4f", epoch, stats["loss"])
     bar.close()
     model.eval()
     return stats
