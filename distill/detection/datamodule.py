@@ -1,0 +1,155 @@
+"""Lightning data modules for detection: any COCO-format dataset, or the built-in synthetic scenes.
+
+Three splits: ``teacher_train`` (fits the teacher when no weights are given), ``train`` (the student's labelled
+images) and ``test`` (scores both). On a real dataset the teacher and the student share the training file unless
+``teacher_ann_file`` names another; the test split is ``test_ann_file`` or every k-th training image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from distill.cache import fingerprint
+from distill.detection.coco_data import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
+from distill.detection.synthetic_scenes import GENERATOR_VERSION, write_synthetic_coco
+from distill.train import default_cache_dir
+
+__all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
+
+SPLITS = ("teacher_train", "train", "test")
+
+
+class CocoDataModule(pl.LightningDataModule):
+    """A COCO-format dataset: ``root`` holds the images named in ``ann_file``."""
+
+    def __init__(self, root: str | os.PathLike | None = None, ann_file: str | os.PathLike | None = None, *,
+                 test_root: str | None = None, test_ann_file: str | None = None, test_every: int = 10,
+                 teacher_root: str | None = None, teacher_ann_file: str | None = None,
+                 max_images: int | None = None, resolution: int = 300, batch_size: int = 16,
+                 eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
+        super().__init__()
+        if not root or not ann_file:
+            raise ValueError("data.root and data.ann_file are required for COCO data: the image folder and its "
+                             "instances JSON (e.g. data.root=/data/coco/train2017 "
+                             "data.ann_file=/data/coco/annotations/instances_train2017.json)")
+        if test_every < 2:
+            raise ValueError(f"data.test_every must be >= 2 (every k-th image is held out), got {test_every}")
+        self.root, self.ann_file = Path(root).expanduser(), Path(ann_file).expanduser()
+        self.test_root = Path(test_root).expanduser() if test_root else self.root
+        self.test_ann_file = Path(test_ann_file).expanduser() if test_ann_file else None
+        self.teacher_root = Path(teacher_root).expanduser() if teacher_root else self.root
+        self.teacher_ann_file = Path(teacher_ann_file).expanduser() if teacher_ann_file else None
+        self.test_every = int(test_every)
+        self.max_images = max_images
+        self.resolution = int(resolution)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.num_workers, self.flip, self.seed = int(num_workers), bool(flip), int(seed)
+        self.splits: dict[str, list[CocoImage]] = {}
+        self.index: CocoIndex | None = None
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        index = load_coco(self.ann_file, self.root, max_images=self.max_images)
+        if self.test_ann_file is not None:
+            test = load_coco(self.test_ann_file, self.test_root, max_images=self.max_images)
+            _same_categories(index, test)
+            train, test_images = index.images, test.images
+        else:
+            train = [im for i, im in enumerate(index.images) if i % self.test_every != self.test_every - 1]
+            test_images = [im for i, im in enumerate(index.images) if i % self.test_every == self.test_every - 1]
+        teacher_train = train
+        if self.teacher_ann_file is not None:
+            teacher = load_coco(self.teacher_ann_file, self.teacher_root, max_images=self.max_images)
+            _same_categories(index, teacher)
+            teacher_train = teacher.images
+        for name, images in (("train", train), ("test", test_images), ("teacher_train", teacher_train)):
+            if not images:
+                raise ValueError(f"the {name} split of {self.ann_file} is empty")
+        self.index = index
+        self.splits = {"teacher_train": teacher_train, "train": train, "test": test_images}
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return self.index.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        self.setup()
+        return list(self.index.class_names)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data a teacher was fitted on (for its cache key)."""
+        self.setup()
+        return {"teacher_train": [str(self.teacher_ann_file or self.ann_file), len(self.splits["teacher_train"]),
+                                  self.splits["teacher_train"][0].id, self.splits["teacher_train"][-1].id],
+                "classes": self.class_names, "flip": self.flip}
+
+    def summary(self) -> dict[str, Any]:
+        self.setup()
+        return {"splits": {name: len(images) for name, images in self.splits.items()},
+                "boxes": {name: int(sum(len(im.boxes) for im in images)) for name, images in self.splits.items()},
+                "classes": self.num_classes, "class_names": self.class_names, "ann_file": str(self.ann_file)}
+
+    # --- loaders ------------------------------------------------------------------------------------------------
+    def _loader(self, split: str, *, train: bool, batch_size: int | None = None) -> DataLoader:
+        self.setup()
+        dataset = CocoDetectionDataset(self.splits[split], flip=self.flip and train)
+        return DataLoader(dataset, batch_size=int(batch_size or (self.batch_size if train else self.eval_batch_size)),
+                          shuffle=train, drop_last=False, num_workers=self.num_workers,
+                          collate_fn=collate_detection, persistent_workers=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def teacher_train_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        return self._loader("teacher_train", train=True, batch_size=batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+def _same_categories(reference: CocoIndex, other: CocoIndex) -> None:
+    if other.category_ids != reference.category_ids:
+        raise ValueError(f"{other.ann_file} has category ids {other.category_ids}, but {reference.ann_file} has "
+                         f"{reference.category_ids}; both files must list the same categories")
+
+
+class SyntheticCocoDataModule(CocoDataModule):
+    """Synthetic shape scenes (distill.detection.synthetic_scenes), written once as COCO files under ``root``.
+
+    They go to ``<cache_dir>/synthetic_coco/<key of the settings>`` (``cache_dir`` null: the default cache).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, *, num_classes: int = 4, image_size: int = 128,
+                 num_teacher_train: int = 600, num_train: int = 300, num_test: int = 200, max_objects: int = 4,
+                 min_scale: float = 0.15, max_scale: float = 0.5, colour_jitter: float = 40.0, resolution: int = 128, batch_size: int = 16,
+                 eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
+        self.settings = {"num_classes": int(num_classes), "image_size": int(image_size), "max_objects": int(max_objects),
+                         "min_scale": float(min_scale), "max_scale": float(max_scale),
+                         "colour_jitter": float(colour_jitter), "seed": int(seed)}
+        self.counts = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
+        if min(self.counts.values()) < 1:
+            raise ValueError(f"every synthetic split needs at least one image, got {self.counts}")
+        self.folder = default_cache_dir(cache_dir) / "synthetic_coco" / fingerprint(**self.settings, counts=self.counts,
+                                                                                        version=GENERATOR_VERSION)
+        files = {split: self.folder / "annotations" / f"{split}.json" for split in SPLITS}
+        super().__init__(self.folder / "images", files["train"], test_ann_file=str(files["test"]),
+                         teacher_ann_file=str(files["teacher_train"]), resolution=resolution, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, num_workers=num_workers, flip=flip, seed=seed)
+        self.test_root = self.teacher_root = self.root
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            write_synthetic_coco(self.folder, self.counts, **self.settings)
+        super().setup(stage)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"synthetic": self.settings, "version": GENERATOR_VERSION, "counts": self.counts, "flip": self.flip}

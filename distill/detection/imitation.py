@@ -1,0 +1,103 @@
+"""What a detection student imitates of a frozen teacher: its backbone maps and its head outputs.
+
+- ``FeatureImitation`` (FitNet, Romero et al. 2015, applied to detectors as in Chen et al. 2017): 1x1 conv adapters
+  map the student's backbone maps to the teacher's channels; squared difference averaged over channels and cells,
+  or, with ``mask=True``, over the cells that overlap an object box only (the object regions, Wang et al. 2019).
+- ``ssd_head_imitation`` / ``rpn_head_imitation`` (Chen et al. 2017's soft targets): on the anchors both detectors
+  share, the student's class distribution is pulled to the teacher's (KL divergence at a temperature; RPN: binary
+  objectness), and its box offsets to the teacher's, weighted by how sure the teacher is that an object is there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["object_mask", "FeatureImitation", "ssd_head_imitation", "rpn_head_imitation"]
+
+
+def object_mask(boxes: list[torch.Tensor], map_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) float mask: 1 where a map cell (covering image_size / map_size pixels) overlaps an xyxy box."""
+    (h, w), (height, width) = map_size, image_size
+    sy, sx = height / h, width / w
+    top = torch.arange(h, dtype=torch.float32) * sy
+    left = torch.arange(w, dtype=torch.float32) * sx
+    masks = []
+    for image_boxes in boxes:
+        b = image_boxes.detach().float().cpu().reshape(-1, 4)
+        rows = (top[None, :] < b[:, 3:4]) & (top[None, :] + sy > b[:, 1:2])     # (N, h)
+        cols = (left[None, :] < b[:, 2:3]) & (left[None, :] + sx > b[:, 0:1])   # (N, w)
+        masks.append((rows[:, :, None] & cols[:, None, :]).any(0).float() if len(b) else torch.zeros(h, w))
+    return torch.stack(masks)
+
+
+class FeatureImitation(nn.Module):
+    """Squared difference of adapted student maps and teacher maps, mean over levels (one adapter per level)."""
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int], mask: bool = False):
+        super().__init__()
+        if len(student_channels) != len(teacher_channels):
+            raise ValueError(f"student backbone gives {len(student_channels)} maps, the teacher's "
+                             f"{len(teacher_channels)}; feature imitation pairs them one to one")
+        self.adapters = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(student_channels, teacher_channels))
+        self.mask = bool(mask)
+
+    def forward(self, student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor],
+                boxes: list[torch.Tensor] | None = None, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        if self.mask and (boxes is None or image_size is None):
+            raise ValueError("the masked imitation loss needs the boxes and the (padded) input image size")
+        losses = []
+        for adapter, student, teacher in zip(self.adapters, student_maps, teacher_maps):
+            student = adapter(student)
+            teacher = teacher.detach()
+            if teacher.shape[-2:] != student.shape[-2:]:
+                teacher = F.adaptive_avg_pool2d(teacher, student.shape[-2:])
+            squared = (student - teacher).pow(2).mean(1)   # (B, h, w)
+            if self.mask:
+                weights = object_mask(boxes, tuple(student.shape[-2:]), image_size).to(squared)
+                losses.append((squared * weights).sum() / weights.sum().clamp_min(1.0))
+            else:
+                losses.append(squared.mean())
+        return torch.stack(losses).mean()
+
+
+def _check_same_anchors(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {what} {tuple(student.shape)} and teacher {what} {tuple(teacher.shape)} differ: "
+                         f"head imitation needs the same anchors (same detector kind, input size and options)")
+
+
+def _weighted_box_loss(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 between box offsets (..., 4), weighted per anchor, normalised by the total weight."""
+    per_anchor = F.smooth_l1_loss(student, teacher, reduction="none", beta=1.0 / 9).sum(-1)
+    return (per_anchor * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def ssd_head_imitation(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                       temperature: float = 1.0) -> torch.Tensor:
+    """SSD outputs {"cls_logits" (N, A, C), "bbox_regression" (N, A, 4)}: KD on every anchor plus teacher-weighted
+    box offsets (weight: the teacher's probability that the anchor holds an object, i.e. not class 0)."""
+    s_logits, t_logits = student["cls_logits"], teacher["cls_logits"].detach()
+    _check_same_anchors(s_logits, t_logits, "class logits")
+    t_prob = F.softmax(t_logits / temperature, dim=-1)
+    kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+    foreground = 1.0 - F.softmax(t_logits, dim=-1)[..., 0]
+    box = _weighted_box_loss(student["bbox_regression"], teacher["bbox_regression"].detach(), foreground)
+    return kd.mean() * temperature ** 2 + box
+
+
+def rpn_head_imitation(student: tuple[list[torch.Tensor], list[torch.Tensor]],
+                       teacher: tuple[list[torch.Tensor], list[torch.Tensor]], temperature: float = 1.0) -> torch.Tensor:
+    """RPN head outputs (objectness [(N, A, H, W)], deltas [(N, 4A, H, W)]) per level: binary KD on objectness plus
+    box deltas weighted by the teacher's objectness."""
+    losses = []
+    for s_obj, t_obj, s_box, t_box in zip(student[0], teacher[0], student[1], teacher[1]):
+        _check_same_anchors(s_obj, t_obj, "objectness")
+        t_prob = torch.sigmoid(t_obj.detach() / temperature)
+        kd = F.binary_cross_entropy_with_logits(s_obj / temperature, t_prob) * temperature ** 2
+        n, a, h, w = s_obj.shape
+        s_box = s_box.reshape(n, a, 4, h, w).movedim(2, -1)
+        t_box = t_box.detach().reshape(n, a, 4, h, w).movedim(2, -1)
+        losses.append(kd + _weighted_box_loss(s_box, t_box, torch.sigmoid(t_obj.detach())))
+    return torch.stack(losses).mean()

@@ -1,0 +1,232 @@
+"""Detection models, cost, mAP, feature imitation and checkpoints (tiny widths: fast on a CPU)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.models.detection.ssd import SSD
+
+from distill.cost import profile
+from distill.detection.backbones import build_trunk
+from distill.detection.checkpoint import load_detector, save_detector
+from distill.detection.cost import detector_cost
+from distill.detection.detectors import build_detector
+from distill.detection.evaluate import mean_average_precision
+from distill.detection.imitation import FeatureImitation, object_mask, rpn_head_imitation, ssd_head_imitation
+from distill.detection.module import DetectionDistillModule
+
+pytest.importorskip("pycocotools")
+
+FAST_RCNN = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 50, "box_batch_size_per_image": 16,
+             "rpn_batch_size_per_image": 32}
+
+
+def _targets(size: int):
+    return [{"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.5, 0.5, 0.9, 0.8]]) * size, "labels": torch.tensor([1, 2])},
+            {"boxes": torch.tensor([[0.3, 0.3, 0.7, 0.9]]) * size, "labels": torch.tensor([2])}]
+
+
+# --- mAP on hand-made cases ------------------------------------------------------------------------------------------
+def _box(*xyxy):
+    return torch.tensor([list(xyxy)], dtype=torch.float32)
+
+
+def test_perfect_box_scores_one():
+    target = {"boxes": _box(10, 10, 50, 40), "labels": torch.tensor([1])}
+    prediction = {"boxes": _box(10, 10, 50, 40), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    result = mean_average_precision([prediction], [target], ["thing"])
+    assert result["map"] == pytest.approx(1.0) and result["map_50"] == pytest.approx(1.0)
+    assert result["ap_per_class"] == {"thing": pytest.approx(1.0)}
+
+
+def test_box_at_iou_062_counts_at_three_of_ten_thresholds():
+    # ground truth 10x10, prediction 10x6.2 inside it: IoU = 62 / 100, a match at IoU thresholds .50, .55, .60 only
+    target = {"boxes": _box(0, 0, 10, 10), "labels": torch.tensor([1])}
+    prediction = {"boxes": _box(0, 0, 10, 6.2), "scores": torch.tensor([0.8]), "labels": torch.tensor([1])}
+    result = mean_average_precision([prediction], [target])
+    assert result["map_50"] == pytest.approx(1.0) and result["map_75"] == pytest.approx(0.0)
+    assert result["map"] == pytest.approx(0.3)
+
+
+def test_wrong_class_scores_zero_and_crowd_regions_are_ignored():
+    target = {"boxes": _box(0, 0, 10, 10), "labels": torch.tensor([1])}
+    wrong = {"boxes": _box(0, 0, 10, 10), "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}
+    assert mean_average_precision([wrong], [target])["map"] == pytest.approx(0.0)
+    # a higher-scored detection on another region: a false positive ranked first halves the precision (AP 0.5) ...
+    predictions = {"boxes": torch.tensor([[20.0, 20, 30, 30], [0, 0, 10, 10]]), "scores": torch.tensor([0.95, 0.9]),
+                   "labels": torch.tensor([1, 1])}
+    assert mean_average_precision([predictions], [target])["map"] == pytest.approx(0.5)
+    # ... unless that region is a crowd annotation, which the COCO evaluation ignores
+    crowd_target = {**target, "crowd_boxes": _box(20, 20, 30, 30), "crowd_labels": torch.tensor([1])}
+    assert mean_average_precision([predictions], [crowd_target])["map"] == pytest.approx(1.0)
+
+
+# --- backbones and detectors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,kwargs,channels", [("mobilenet_v1", {"width_multiplier": 0.25}, (64, 128, 256)),
+                                                  ("resnet", {"model_name": "resnet10t"}, (128, 256, 512))])
+def test_trunks_cut_at_strides_8_16_and_32(name, kwargs, channels):
+    trunk = build_trunk(name, **kwargs)
+    with torch.no_grad():
+        early = trunk.early.eval()(torch.zeros(1, 3, 100, 100))
+        body = trunk.body.eval()(early)
+        top = trunk.top.eval()(body)
+    assert (trunk.early_channels, trunk.body_channels, trunk.top_channels) == channels
+    # ceil(100 / 8), ceil(100 / 16), ceil(100 / 32)
+    assert early.shape[1:] == (channels[0], 13, 13) and body.shape[1:] == (channels[1], 7, 7)
+    assert top.shape[1:] == (channels[2], 4, 4)
+
+
+def test_bad_backbone_and_detector_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
+        build_trunk("vgg")
+    with pytest.raises(ValueError, match="not a ResNet-style timm model"):
+        build_trunk("resnet", model_name="mobilenetv2_050")
+    with pytest.raises(ValueError, match="detector.kind must be one of"):
+        build_detector("yolo", backbone="mobilenet_v1", num_classes=2, size=64)
+    with pytest.raises(ValueError, match=r"unknown detector.ssd option\(s\) \['roi_output_size'\]"):
+        build_detector("ssd", backbone="mobilenet_v1", num_classes=2, size=64, options={"roi_output_size": 7})
+
+
+@pytest.mark.parametrize("kind,size", [("ssd", 300), ("faster_rcnn", 300), ("faster_rcnn", 600)])
+def test_detector_trains_and_detects_at_paper_sizes(kind, size):
+    torch.manual_seed(0)
+    options = FAST_RCNN if kind == "faster_rcnn" else {}
+    detector = build_detector(kind, backbone="mobilenet_v1", num_classes=2, size=size,
+                              backbone_kwargs={"width_multiplier": 0.25}, options=options)
+    assert isinstance(detector, SSD if kind == "ssd" else FasterRCNN)
+    images = [torch.rand(3, size, size), torch.rand(3, size, size)]
+    losses = detector.train()(images, _targets(size))
+    expected = {"bbox_regression", "classification"} if kind == "ssd" else \
+        {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    first_conv = detector.backbone.early[0].conv.weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+    with torch.no_grad():
+        detections = detector.eval()(images[:1])
+    assert set(detections[0]) == {"boxes", "scores", "labels"} and len(detections[0]["boxes"]) <= 100
+    if len(detections[0]["boxes"]):
+        assert detections[0]["boxes"].min() >= 0 and detections[0]["boxes"].max() <= size
+    if kind == "ssd":  # maps of 19, 10, 5, 3, 2, 1 cells: four extra layers, as in the paper's SSD 300
+        assert len(detector.backbone.out_channels) == 6
+    else:
+        assert detector.rpn._post_nms_top_n["testing"] == 300 and detector.transform.min_size == (size,)
+
+
+def test_ssd_cost_path_equals_the_end_to_end_profile():
+    detector = build_detector("ssd", backbone="mobilenet_v1", num_classes=3, size=128, backbone_kwargs={"width_multiplier": 0.25})
+    whole = profile(detector, input_size=(3, 128, 128))
+    path = detector_cost(detector, 128)
+    assert (path.mult_adds, path.params) == (whole.mult_adds, whole.params)
+
+
+def test_faster_rcnn_cost_counts_the_box_head_once_per_proposal():
+    detector = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=3, size=160,
+                              backbone_kwargs={"width_multiplier": 0.25}, options={"roi_output_size": 14})
+    head = detector.roi_heads
+    linears = (head.box_predictor.cls_score, head.box_predictor.bbox_pred)
+    per_crop_mult_adds = (profile(head.box_head, (detector.backbone.out_channels, 14, 14)).mult_adds
+                          + sum(linear.in_features * linear.out_features for linear in linears))
+    cost_300, cost_100 = detector_cost(detector, 160), detector_cost(detector, 160, num_proposals=100)
+    assert cost_300.mult_adds - cost_100.mult_adds == 200 * per_crop_mult_adds
+
+
+def test_paper_scale_cost_matches_table_13():
+    """1.0 MobileNet with COCO's 90 classes: SSD 300 1.2B / 6.8M, Faster R-CNN 300 25.2B and 600 30.5B (paper)."""
+    ssd = detector_cost(build_detector("ssd", backbone="mobilenet_v1", num_classes=90, size=300), 300)
+    assert ssd.mult_adds / 1e9 == pytest.approx(1.2, abs=0.06) and ssd.params / 1e6 == pytest.approx(6.8, abs=0.05)
+    rcnn = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=90, size=300)
+    rcnn_cost = detector_cost(rcnn, 300)
+    assert rcnn_cost.mult_adds / 1e9 == pytest.approx(25.2, abs=0.05) and rcnn_cost.params / 1e6 == pytest.approx(6.1, abs=0.1)
+    rcnn_600 = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=90, size=600)
+    assert detector_cost(rcnn_600, 600).mult_adds / 1e9 == pytest.approx(30.5, abs=0.05)
+
+
+# --- feature imitation -----------------------------------------------------------------------------------------------
+def test_object_mask_marks_the_cells_a_box_overlaps():
+    # 8x8 image, 4x4 map: cells of 2x2 pixels
+    mask = object_mask([torch.tensor([[0.0, 0.0, 3.0, 3.0]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.zeros(0, 4)],
+                       (4, 4), (8, 8))
+    expected = torch.zeros(3, 4, 4)
+    expected[0, :2, :2] = 1  # pixels 0..3 reach into the second row and column of cells
+    expected[1, 0, 0] = 1    # pixels 0..2 end where the second cell begins
+    assert torch.equal(mask, expected)
+
+
+def test_feature_imitation_is_the_squared_error_over_all_or_masked_cells():
+    imitation = FeatureImitation([2], [2], mask=False)
+    with torch.no_grad():
+        imitation.adapters[0].weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))
+        imitation.adapters[0].bias.zero_()
+    student = torch.zeros(1, 2, 2, 2)
+    teacher = torch.zeros(1, 2, 2, 2)
+    teacher[0, :, 0, 0] = 2.0  # one cell differs by 2 in both channels: squared error 4 there, 0 elsewhere
+    assert imitation([student], [teacher]).item() == pytest.approx(4 / 4)
+    imitation.mask = True
+    boxes = [torch.tensor([[0.0, 0.0, 4.0, 2.0]])]  # covers the first row of cells of a 4x4 image
+    assert imitation([student], [teacher], boxes, (4, 4)).item() == pytest.approx(4 / 2)
+
+
+def test_head_imitation_on_hand_made_anchors():
+    # one anchor, classes (background, object): student uniform, teacher (1/4, 3/4); KL = sum p_t log(p_t / p_s)
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    student = {"cls_logits": torch.zeros(1, 1, 2), "bbox_regression": torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])}
+    teacher = {"cls_logits": torch.tensor([[[0.0, math.log(3.0)]]]), "bbox_regression": torch.zeros(1, 1, 4)}
+    box = 1.0 - 0.5 / 9  # smooth L1 (beta 1/9) of an offset of 1, weight 3/4 normalised away
+    assert ssd_head_imitation(student, teacher).item() == pytest.approx(kl + box, rel=1e-5)
+    assert ssd_head_imitation(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    # RPN: objectness logit 0 against a teacher at 0 -> binary cross-entropy with target 1/2 = log 2; equal deltas
+    objectness, deltas = [torch.zeros(1, 3, 2, 2)], [torch.ones(1, 12, 2, 2)]
+    assert rpn_head_imitation((objectness, deltas), (objectness, deltas)).item() == pytest.approx(math.log(2.0))
+    with pytest.raises(ValueError, match="needs the same anchors"):
+        ssd_head_imitation({**student, "cls_logits": torch.zeros(1, 2, 2)}, teacher)
+
+
+@pytest.mark.parametrize("kind", ["ssd", "faster_rcnn"])
+def test_distillation_step_trains_student_and_adapters_never_the_teacher(kind):
+    torch.manual_seed(0)
+    options = {"first_stride": 8} if kind == "ssd" else {**FAST_RCNN, "roi_output_size": 7}
+    make = functools.partial(build_detector, kind, num_classes=2, size=96, options=options)
+    student = make(backbone="mobilenet_v1", backbone_kwargs={"width_multiplier": 0.25})
+    teacher = make(backbone="resnet", backbone_kwargs={"model_name": "resnet10t"})
+    module = DetectionDistillModule(student, teacher, feature_weight=1.0, head_weight=1.0, mask=True,
+                                    optimizer=functools.partial(torch.optim.SGD, lr=0.01))
+    module.train()
+    assert not module.teacher.training and all(not p.requires_grad for p in module.teacher.parameters())
+    expected_in, expected_out = ([64, 128, 256], [128, 256, 512]) if kind == "ssd" else ([128], [256])
+    assert [a.in_channels for a in module.imitation.adapters][:len(expected_in)] == expected_in
+    assert [a.out_channels for a in module.imitation.adapters][:len(expected_out)] == expected_out
+    logged = {}
+    module.log_dict = lambda values, **kwargs: logged.update(values)
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    loss = module.training_step(([torch.rand(3, 96, 96), torch.rand(3, 96, 96)], _targets(96)), 0)
+    loss.backward()
+    terms = logged["train/feature_imitation"] + logged["train/head_imitation"]
+    assert loss.item() == pytest.approx((logged["train/detection"] + terms).item(), rel=1e-5)
+    assert module.imitation.adapters[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.teacher.parameters())
+    baseline = DetectionDistillModule(student, teacher, feature_weight=0.0, head_weight=0.0, optimizer=torch.optim.SGD)
+    assert baseline.imitation is None and not baseline.uses_teacher  # the no-teacher baseline
+    with pytest.raises(ValueError, match="feature_weight must be >= 0"):
+        DetectionDistillModule(student, teacher, feature_weight=-1.0, optimizer=torch.optim.SGD)
+
+
+def test_detector_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    detector = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=2, size=64,
+                              backbone_kwargs={"width_multiplier": 0.25}, options={"roi_output_size": 7})
+    path = save_detector(tmp_path / "student.ckpt", detector, meta={"resolution": 64})
+    loaded = load_detector(path)
+    assert loaded.spec == detector.spec and loaded.distill_meta == {"resolution": 64} and not loaded.training
+    image = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        features = detector.eval().backbone(image[None]), loaded.backbone(image[None])
+    assert torch.equal(*features)
+    assert math.isclose(sum(p.sum().item() for p in detector.parameters()), sum(p.sum().item() for p in loaded.parameters()))
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt is not a readable detector checkpoint"):
+        load_detector(tmp_path / "junk.ckpt")
