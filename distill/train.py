@@ -75,6 +75,7 @@ def _build_teacher(cfg: DictConfig, task, datamodule, cache_dir: Path) -> tuple[
     teacher_cfg = cfg.teacher
     weights = teacher_cfg.get("weights")
     teacher = instantiate(teacher_cfg.builder, num_classes=task.teacher_num_classes(datamodule), weights=weights)
+    teacher = _to_memory_format(teacher, cfg)
     if weights:
         log.info("Teacher: %s with weights from %s", teacher_cfg.name, weights)
         return teacher.eval(), {"source": "weights", "path": str(weights)}
@@ -86,6 +87,14 @@ def _build_teacher(cfg: DictConfig, task, datamodule, cache_dir: Path) -> tuple[
                    "resolution": datamodule.teacher_resolution, "seed": int(cfg.seed)},
         progress=bool(cfg.get("progress", True)),
     )
+
+
+def _to_memory_format(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
+    """``channels_last: true`` stores the conv weights NHWC: oneDNN then runs the convs NHWC, faster on CPUs
+    (MobileNet's depthwise convs most). The weights' values, checkpoints and cache keys do not change."""
+    if cfg.get("channels_last", False):
+        return model.to(memory_format=torch.channels_last)
+    return model
 
 
 def _build_teacher_cache(module: DistillationModule, datamodule, cache_dir: Path, cfg: DictConfig) -> TeacherOutputCache:
@@ -155,7 +164,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     student_cfg["num_classes"] = task.student_num_classes(datamodule, teacher_dim)
     # The student's initial weights depend on the seed only, not on whether the teacher was fitted or cached.
     torch.manual_seed(int(cfg.seed))
-    student = create_student(student_name, **student_cfg)
+    student = _to_memory_format(create_student(student_name, **student_cfg), cfg)
 
     module = DistillationModule(
         student, teacher, task, parse_loss_terms(OmegaConf.to_container(cfg.loss.terms, resolve=True)),
