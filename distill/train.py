@@ -90,8 +90,8 @@ def _build_teacher(cfg: DictConfig, task, datamodule, cache_dir: Path) -> tuple[
 
 
 def _to_memory_format(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
-    """``channels_last: true`` stores the conv weights NHWC: oneDNN then runs the convs NHWC, faster on CPUs
-    (MobileNet's depthwise convs most). The weights' values, checkpoints and cache keys do not change."""
+    """``channels_last: true`` stores the conv weights NHWC: oneDNN then runs the convs NHWC, faster for
+    MobileNet's depthwise convs on small CPU inputs. Weight values, checkpoints and cache keys do not change."""
     if cfg.get("channels_last", False):
         return model.to(memory_format=torch.channels_last)
     return model
