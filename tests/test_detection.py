@@ -13,7 +13,7 @@ from torchvision.models.detection.ssd import SSD
 from distill.cost import profile
 from distill.detection.backbones import build_trunk
 from distill.detection.checkpoint import load_detector, save_detector
-from distill.detection.cost import detector_cost
+from distill.detection.cost import detector_cost, table_13_rows
 from distill.detection.detectors import build_detector
 from distill.detection.evaluate import mean_average_precision
 from distill.detection.imitation import FeatureImitation, object_mask, rpn_head_imitation, ssd_head_imitation
@@ -137,13 +137,15 @@ def test_faster_rcnn_cost_counts_the_box_head_once_per_proposal():
 
 def test_paper_scale_cost_matches_table_13():
     """1.0 MobileNet with COCO's 90 classes: SSD 300 1.2B / 6.8M, Faster R-CNN 300 25.2B and 600 30.5B (paper)."""
-    ssd = detector_cost(build_detector("ssd", backbone="mobilenet_v1", num_classes=90, size=300), 300)
-    assert ssd.mult_adds / 1e9 == pytest.approx(1.2, abs=0.06) and ssd.params / 1e6 == pytest.approx(6.8, abs=0.05)
-    rcnn = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=90, size=300)
-    rcnn_cost = detector_cost(rcnn, 300)
-    assert rcnn_cost.mult_adds / 1e9 == pytest.approx(25.2, abs=0.05) and rcnn_cost.params / 1e6 == pytest.approx(6.1, abs=0.1)
-    rcnn_600 = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=90, size=600)
-    assert detector_cost(rcnn_600, 600).mult_adds / 1e9 == pytest.approx(30.5, abs=0.05)
+    ssd, rcnn_300, rcnn_600 = table_13_rows()
+    assert (ssd["detector"], ssd["size"], rcnn_300["size"], rcnn_600["size"]) == ("ssd", 300, 300, 600)
+    assert ssd["mult_adds_b"] == pytest.approx(1.2, abs=0.06) and ssd["params_m"] == pytest.approx(6.8, abs=0.05)
+    assert rcnn_300["mult_adds_b"] == pytest.approx(25.2, abs=0.05) and rcnn_300["params_m"] == pytest.approx(6.1, abs=0.1)
+    assert rcnn_600["mult_adds_b"] == pytest.approx(30.5, abs=0.05)
+    # the same count as profiling the detector directly
+    direct = detector_cost(build_detector("ssd", backbone="mobilenet_v1", num_classes=90, size=300), 300)
+    assert direct.mult_adds / 1e9 == ssd["mult_adds_b"] and direct.params / 1e6 == ssd["params_m"]
+    assert [row["paper_mult_adds_b"] for row in (ssd, rcnn_300, rcnn_600)] == [1.2, 25.2, 30.5]
 
 
 # --- feature imitation -----------------------------------------------------------------------------------------------

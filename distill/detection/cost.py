@@ -17,7 +17,11 @@ from torchvision.models.detection.ssd import SSD
 from distill.cost import CostProfile, profile
 from distill.detection.detectors import backbone_maps
 
-__all__ = ["DetectorCostPath", "detector_cost"]
+__all__ = ["DetectorCostPath", "detector_cost", "table_13_rows"]
+
+# The paper's Table 13 MobileNet rows: (framework, input size, mAP, B mult-adds, M params).
+PAPER_TABLE_13_MOBILENET = (("ssd", 300, 19.3, 1.2, 6.8), ("faster_rcnn", 300, 16.4, 25.2, 6.1),
+                            ("faster_rcnn", 600, 19.8, 30.5, 6.1))
 
 
 class DetectorCostPath(nn.Module):
@@ -48,3 +52,31 @@ class DetectorCostPath(nn.Module):
 def detector_cost(detector: nn.Module, size: int, num_proposals: int | None = None) -> CostProfile:
     """Cost of one ``size`` x ``size`` image (Faster R-CNN: ``num_proposals`` crops, default its test setting, 300)."""
     return profile(DetectorCostPath(detector, num_proposals), input_size=(3, int(size), int(size)))
+
+
+def table_13_rows(num_classes: int = 90, width_multiplier: float = 1.0) -> list[dict]:
+    """Our cost of the paper's three MobileNet detectors (COCO's 90 classes) beside the paper's figures."""
+    from distill.detection.detectors import build_detector
+
+    rows = []
+    for kind, size, paper_map, paper_mult_adds, paper_params in PAPER_TABLE_13_MOBILENET:
+        detector = build_detector(kind, backbone="mobilenet_v1", num_classes=num_classes, size=size,
+                                  backbone_kwargs={"width_multiplier": width_multiplier})
+        cost = detector_cost(detector, size)
+        rows.append({"detector": kind, "size": size, "mult_adds_b": cost.mult_adds / 1e9, "params_m": cost.params / 1e6,
+                     "paper_map": paper_map, "paper_mult_adds_b": paper_mult_adds, "paper_params_m": paper_params})
+    return rows
+
+
+def main() -> None:
+    """``python -m distill.detection.cost``: the MobileNet rows of Table 13, our count beside the paper's."""
+    print("| framework | input | B mult-adds (ours / paper) | M params (ours / paper) | paper mAP |")
+    print("|---|---|---|---|---|")
+    for row in table_13_rows():
+        name = "SSD" if row["detector"] == "ssd" else "Faster R-CNN"
+        print(f"| {name} | {row['size']} | {row['mult_adds_b']:.2f} / {row['paper_mult_adds_b']} | "
+              f"{row['params_m']:.2f} / {row['paper_params_m']} | {row['paper_map']}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -123,23 +123,23 @@ def _same_categories(reference: CocoIndex, other: CocoIndex) -> None:
 
 
 class SyntheticCocoDataModule(CocoDataModule):
-    """Synthetic shape scenes (distill.detection.synthetic_scenes), written once as COCO files under ``root``.
+    """Synthetic shape scenes (distill.detection.synthetic_scenes), written once as COCO files and read back.
 
     They go to ``<cache_dir>/synthetic_coco/<key of the settings>`` (``cache_dir`` null: the default cache).
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, *, num_classes: int = 4, image_size: int = 128,
-                 num_teacher_train: int = 600, num_train: int = 300, num_test: int = 200, max_objects: int = 4,
-                 min_scale: float = 0.15, max_scale: float = 0.5, colour_jitter: float = 40.0, resolution: int = 128, batch_size: int = 16,
-                 eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
+                 num_teacher_train: int = 800, num_train: int = 400, num_test: int = 200, max_objects: int = 4,
+                 min_scale: float = 0.15, max_scale: float = 0.5, colour_jitter: float = 40.0, resolution: int = 128,
+                 batch_size: int = 8, eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
         self.settings = {"num_classes": int(num_classes), "image_size": int(image_size), "max_objects": int(max_objects),
                          "min_scale": float(min_scale), "max_scale": float(max_scale),
                          "colour_jitter": float(colour_jitter), "seed": int(seed)}
         self.counts = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
         if min(self.counts.values()) < 1:
             raise ValueError(f"every synthetic split needs at least one image, got {self.counts}")
-        self.folder = default_cache_dir(cache_dir) / "synthetic_coco" / fingerprint(**self.settings, counts=self.counts,
-                                                                                        version=GENERATOR_VERSION)
+        key = fingerprint(**self.settings, counts=self.counts, version=GENERATOR_VERSION)
+        self.folder = default_cache_dir(cache_dir) / "synthetic_coco" / key
         files = {split: self.folder / "annotations" / f"{split}.json" for split in SPLITS}
         super().__init__(self.folder / "images", files["train"], test_ann_file=str(files["test"]),
                          teacher_ann_file=str(files["teacher_train"]), resolution=resolution, batch_size=batch_size,

@@ -1,10 +1,11 @@
 """Synthetic detection scenes written as a real COCO dataset (PNG files + instances JSON), the coco recipe's default.
 
 Each scene has one to ``max_objects`` shapes of a handful of classes (circle, square, triangle, cross, ring,
-diamond) on a textured, cluttered background. The class is the outline only: colour and texture (solid, stripes,
-checker, dots) vary freely, sizes span ``min_scale``..``max_scale`` of the image side with aspect jitter, and later
-shapes may cover up to 40% of earlier ones' boxes (occlusion). Boxes are the tight boxes of each shape's pixels,
-``area`` its visible pixels. Scene i of a split depends only on (seed, split, i).
+diamond) on a textured, cluttered background. The class is the outline plus a typical colour, jittered per object by
+``colour_jitter`` (a cue that makes the classes learnable in the few hundred steps a CPU run affords); the texture
+(solid, stripes, checker, dots) varies freely, sizes span ``min_scale``..``max_scale`` of the image side with aspect
+jitter, and later shapes may cover up to 40% of earlier ones' boxes (occlusion). Boxes are the tight boxes of each
+shape's pixels, ``area`` its visible pixels. Scene i of a split depends only on (seed, split, i).
 
 The folder is built under a temporary name and renamed when complete, so a crash never leaves half a dataset.
 """
@@ -29,7 +30,7 @@ TEXTURES = ("solid", "stripes", "checker", "dots")
 _MAX_COVER = 0.4       # a new shape may cover at most this share of an earlier shape's box
 _PLACEMENT_TRIES = 20
 _MANIFEST = "manifest.json"
-# A typical colour per class (jittered per object): a cue that makes the classes learnable in a few hundred steps.
+# A typical colour per class (jittered per object).
 _CLASS_RGB = np.array([(220, 60, 50), (50, 170, 70), (60, 90, 220), (230, 200, 40), (200, 70, 210), (40, 200, 210)],
                       dtype=np.float64)
 
@@ -146,9 +147,10 @@ def write_synthetic_coco(root: str | os.PathLike, splits: dict[str, int], *, num
     """
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be 1..{len(SHAPES)} (shapes: {', '.join(SHAPES)}), got {num_classes}")
-    if max_objects < 1 or image_size < 32 or not 0 < min_scale <= max_scale < 1:
-        raise ValueError(f"need max_objects >= 1, image_size >= 32 and 0 < min_scale <= max_scale < 1; got "
-                         f"max_objects={max_objects}, image_size={image_size}, scales {min_scale}..{max_scale}")
+    if max_objects < 1 or image_size < 32 or not 0 < min_scale <= max_scale < 1 or colour_jitter < 0:
+        raise ValueError(f"need max_objects >= 1, image_size >= 32, 0 < min_scale <= max_scale < 1 and "
+                         f"colour_jitter >= 0; got max_objects={max_objects}, image_size={image_size}, "
+                         f"scales {min_scale}..{max_scale}, colour_jitter={colour_jitter}")
     root = Path(root)
     annotations = {split: root / "annotations" / f"{split}.json" for split in splits}
     if (root / _MANIFEST).is_file():
