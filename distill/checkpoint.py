@@ -7,14 +7,12 @@ Everything in it is tensors, strings, numbers, lists and dicts, so it loads with
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from distill.io import atomic_torch_save
+from distill.io import atomic_torch_save, read_torch_file
 from distill.models import create_student
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "save_student", "read_student_checkpoint", "load_student"]
@@ -53,14 +51,7 @@ def save_student(path: str | os.PathLike, student: nn.Module, name: str, kwargs:
 def read_student_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check the payload; every failure names the file and says what was expected."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"student checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable student checkpoint (corrupt, truncated, or not written by distill): {error}"
-        ) from error
+    payload = read_torch_file(path, "student checkpoint", CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = ""
         if isinstance(payload, dict) and "state_dict" in payload and "pytorch-lightning_version" in payload:

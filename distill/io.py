@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_torch_save", "read_torch_file"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -52,3 +53,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_torch_file(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file and what it should be.
+
+    A missing file raises FileNotFoundError ("<what> not found: <path>"); one torch cannot read (corrupt,
+    truncated, not a torch file, or holding more than plain data) raises ``error``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as failure:
+        raise error(f"{path} is not a readable {what} (corrupt, truncated, or not written by distill): "
+                    f"{failure}") from failure

@@ -7,15 +7,13 @@ A detector.ckpt holds {"format": "distill.detector", "version", "detector": the 
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from distill.detection.detectors import build_detector
-from distill.io import atomic_torch_save
+from distill.io import atomic_torch_save, read_torch_file
 
 __all__ = ["DETECTOR_FORMAT", "save_detector", "load_detector"]
 
@@ -37,12 +35,7 @@ def save_detector(path: str | os.PathLike, detector: nn.Module, meta: dict[str, 
 def load_detector(path: str | os.PathLike) -> nn.Module:
     """Rebuild a saved detector (eval mode); ``model.distill_meta`` holds the checkpoint's meta."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"detector checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise ValueError(f"{path} is not a readable detector checkpoint: {error}") from error
+    payload = read_torch_file(path, "detector checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
         raise ValueError(f"{path} is not a distill detector checkpoint (expected format {DETECTOR_FORMAT!r})")
     if payload.get("version") != _VERSION:

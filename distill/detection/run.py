@@ -55,6 +55,7 @@ def load_or_fit_teacher_detector(cfg: DictConfig, datamodule, kind: str, options
     """The teacher detector: from ``teacher.weights``, else fitted on the teacher split once and cached by config."""
     builder = OmegaConf.to_container(cfg.teacher.builder, resolve=True)
     backbone = builder.pop("backbone", "resnet")
+    torch.manual_seed(int(cfg.seed))  # a fitted teacher's initial weights depend on the seed only
     teacher = build_detector(kind, backbone=backbone, num_classes=datamodule.num_classes, size=size,
                              backbone_kwargs=builder, options=options)
     weights = cfg.teacher.get("weights")
@@ -73,9 +74,6 @@ def load_or_fit_teacher_detector(cfg: DictConfig, datamodule, kind: str, options
         except ValueError as error:
             log.warning("cached teacher %s is unusable (%s); fitting it again", path, error)
     log.info("Teacher: no weights given; fitting the %s %s detector (cached for later runs)", cfg.teacher.name, kind)
-    torch.manual_seed(int(cfg.seed))
-    teacher = build_detector(kind, backbone=backbone, num_classes=datamodule.num_classes, size=size,
-                             backbone_kwargs=builder, options=options)
     optimizer = functools.partial(torch.optim.AdamW, lr=float(fit_cfg.get("lr", 2e-3)),
                                   weight_decay=float(fit_cfg.get("weight_decay", 1e-4)))
     module = DetectionDistillModule(teacher, None, optimizer=optimizer,

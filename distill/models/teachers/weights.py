@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from distill.io import read_torch_file
 
 __all__ = ["load_weights_file"]
 
@@ -14,12 +15,7 @@ __all__ = ["load_weights_file"]
 def load_weights_file(model: nn.Module, path: Path, *, ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Load a state dict (plain, or under 'state_dict'/'model' as in training checkpoints) into ``model``."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise ValueError(f"teacher weights file {path} cannot be read as a PyTorch state dict: {error}") from error
+    state = read_torch_file(path, "teacher weights file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
