@@ -37,6 +37,29 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs():
     assert not np.array_equal(a_img, c_img)
 
 
+def test_rendering_in_processes_gives_the_same_bytes(monkeypatch):
+    monkeypatch.setattr(sf, "_MIN_IMAGES_PER_WORKER", 2)
+    ids = sf.sample_identities(3, seed=1)
+    index = np.arange(7) % 3
+    forced = sf.sample_attributes(ids, index, seed=4)
+    forced[:, 0] = 1 - forced[:, 0]
+    for attributes in (None, forced):
+        serial, serial_attr = sf.render_faces(ids, index, seed=4, size=32, attributes=attributes)
+        parallel, parallel_attr = sf.render_faces(ids, index, seed=4, size=32, attributes=attributes, workers=2)
+        assert parallel.shape == (7, 32, 32, 3)
+        assert parallel.tobytes() == serial.tobytes()
+        assert np.array_equal(parallel_attr, serial_attr)
+    with pytest.raises(ValueError, match="workers"):
+        sf.render_faces(ids, index, seed=4, size=32, workers=0)
+
+
+def test_render_workers_follow_the_work():
+    assert sf._render_workers(1, 10_000) == 1
+    assert sf._render_workers(8, 3 * sf._MIN_IMAGES_PER_WORKER) == 3
+    assert sf._render_workers(4, 10) == 1
+    assert sf._render_workers(None, 10**6) >= 1
+
+
 def test_chunked_rendering_equals_whole_and_any_subset():
     ids = sf.sample_identities(5, seed=0)
     index = np.arange(10) % 5

@@ -320,7 +320,7 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         stream = self.split_stream(name)
         people = synthetic_faces.sample_identities(-(-count // self.images_per_identity), stream)
         index = np.arange(count) // self.images_per_identity
-        images, attributes = synthetic_faces.render_faces(people, index, stream, self.image_size)
+        images, attributes = synthetic_faces.render_faces(people, index, stream, self.image_size, workers=None)
         return images, attributes.astype(np.uint8)
 
     def _render(self) -> dict[str, np.ndarray]:

@@ -138,7 +138,7 @@ class SyntheticFacesDataModule(ArrayDataModule):
         _, _, people, per_person = self._layout(split)
         labels = np.repeat(np.arange(people, dtype=np.int64), per_person)
         images, _ = synthetic_faces.render_faces(self.identity_params(split), labels, self.image_seed(split),
-                                                 self.image_size)
+                                                 self.image_size, workers=None)
         return images, labels
 
     def _render(self) -> dict[str, np.ndarray]:

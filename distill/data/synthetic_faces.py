@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -869,13 +871,14 @@ def _small_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 def render_faces(identities: Sequence[IdentityParams], identity_index: np.ndarray, seed: int, size: int = 96,
                  attributes: np.ndarray | None = None,
-                 image_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 image_ids: np.ndarray | None = None, workers: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
     """Render image n of identity ``identities[identity_index[n]]``.
 
     Returns (images uint8 (N, size, size, 3), attributes int8 (N, 40)). ``attributes`` forces the attribute
     vector of each image (else it is sampled from the identity's tendencies); ``image_ids`` (default 0..N-1)
     are the ids the per-image randomness is keyed on, so rendering ids a..b of a set in a chunk gives the same
-    images as rendering the whole set.
+    images as rendering the whole set. ``workers`` > 1 renders contiguous chunks in that many processes
+    (None: one per available core), the same bytes as one process, since each image depends on its id only.
     """
     index, ids = _check_index(identities, identity_index, image_ids)
     size = int(size)
@@ -887,6 +890,9 @@ def render_faces(identities: Sequence[IdentityParams], identity_index: np.ndarra
             raise ValueError(f"attributes must have shape ({len(index)}, {_NUM_ATTR}), got {attributes.shape}")
         if not np.isin(attributes, (0, 1)).all():
             raise ValueError("attributes must hold only 0 and 1")
+    workers = _render_workers(workers, len(index))
+    if workers > 1:
+        return _render_in_processes(identities, index, ids, seed, size, attributes, workers)
     images = np.empty((len(index), size, size, 3), dtype=np.uint8)
     out_attr = np.empty((len(index), _NUM_ATTR), dtype=np.int8)
     for n, (k, image_id) in enumerate(zip(index, ids)):
@@ -896,6 +902,30 @@ def render_faces(identities: Sequence[IdentityParams], identity_index: np.ndarra
         out_attr[n] = attr
         images[n] = _render_one(identities[k], attr, _Draws(draws), rng, size)
     return images, out_attr
+
+
+# Below this many images per process, starting the processes costs more than it saves.
+_MIN_IMAGES_PER_WORKER = 250
+
+
+def _render_workers(workers: int | None, count: int) -> int:
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1 (or None for one per core), got {workers}")
+    return max(1, min(int(workers), count // _MIN_IMAGES_PER_WORKER))
+
+
+def _render_in_processes(identities, index, ids, seed, size, attributes, workers) -> tuple[np.ndarray, np.ndarray]:
+    # fork where the platform has it: the workers run numpy only and start at once; spawn elsewhere.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    chunks = np.array_split(np.arange(len(index)), workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = [pool.submit(render_faces, identities, index[chunk], seed, size,
+                               None if attributes is None else attributes[chunk], ids[chunk], 1)
+                   for chunk in chunks]
+        parts = [future.result() for future in futures]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @dataclass(eq=False)
