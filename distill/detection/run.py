@@ -115,6 +115,9 @@ def run_detection(cfg: DictConfig, *, run_dir: Path, callbacks: list[pl.Callback
                   started: float | None = None) -> dict[str, Any]:
     """Train and evaluate one coco-recipe configuration; returns the results.json content (empty on non-zero ranks)."""
     started = started or time.time()
+    if cfg.get("channels_last", False):
+        raise ValueError("channels_last=true is not supported by the detection recipes (their box heads and "
+                         "losses are measured in the default layout); set channels_last=false")
     run_dir = Path(run_dir)
     cache_dir = default_cache_dir(cfg.cache.get("dir"))
     datamodule = instantiate(cfg.data)
