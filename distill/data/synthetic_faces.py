@@ -9,7 +9,7 @@ tendencies, using CelebA's 40 attribute names and roughly CelebA's base rates an
 Image ``i`` is a function of (seed, image id, identity parameters, attribute vector) only, so any subset
 renders reproducibly and rendering in chunks gives the same bytes as rendering at once. Shapes are drawn
 with numpy on coordinate grids (anti-aliased signed distances), restricted to each shape's bounding box,
-so thousands of 96x96 faces take a few seconds on one core.
+at about 230 faces of 96x96 per second per core; large sets render in one process per core.
 
 ``python -m distill.data.synthetic_faces --out /tmp/grid.png`` writes a grid (rows = identities,
 columns = renderings) to look at.
