@@ -48,12 +48,12 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
         instantiate(real.data)
 
 
-
 def test_channels_last_is_refused_rather_than_ignored(tmp_path):
     cfg = compose_config(["recipe=coco", "channels_last=true", f"cache.dir={tmp_path / 'cache'}"])
     with pytest.raises(ValueError, match="channels_last=true is not supported by the detection recipes"):
         run(cfg, run_dir=tmp_path / "run")
     assert not (tmp_path / "cache").exists()  # refused before any data is rendered
+
 
 @pytest.mark.slow
 def test_tiny_coco_run_writes_map_cost_and_a_loadable_detector(tmp_path):
