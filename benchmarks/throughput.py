@@ -32,11 +32,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.cache import TeacherOutputCache, fingerprint
+from distill.cache import TeacherOutputCache
+from distill.core.fingerprint import fingerprint
 from distill.losses import EmbeddingMSELoss
 from distill.models import create_student
 from distill.models.teachers.facenet import EMBEDDING_DIM, build_facenet_teacher
-from distill.module import DistillationModule, cosine_with_warmup, parse_loss_terms
+from distill.core.schedules import cosine_with_warmup
+from distill.module import DistillationModule, parse_loss_terms
 from distill.tasks import EmbeddingTask
 
 MODES = ("lightning live", "lightning cached", "plain loop")

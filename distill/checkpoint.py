@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from distill.io import atomic_torch_save, read_torch_file
+from distill.core.io import atomic_torch_save, read_torch_file
 from distill.models import create_student
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "save_student", "read_student_checkpoint", "load_student"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from distill.checkpoint import load_student
-from distill.io import atomic_write
+from distill.core.io import atomic_write
 
 __all__ = ["FORMATS", "META_KEY", "TOLERANCE", "ExportError", "export_student", "main"]
 

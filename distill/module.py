@@ -12,7 +12,6 @@ shapes differ a learnable adapter (1x1 conv or linear) maps the student's featur
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -20,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from distill.core.schedules import cosine_with_warmup
 from distill.features import OUTPUT, FeatureRecorder, make_adapter
 from distill.losses import create_loss
 from distill.tasks.base import Task
@@ -68,16 +68,6 @@ def parse_loss_terms(terms: Mapping[str, Any] | list | None) -> list[LossTermSpe
             kwargs=kwargs,
         ))
     return specs
-
-
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class DistillationModule(pl.LightningModule):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.io import atomic_write, atomic_write_bytes
+from distill.core.io import atomic_write, atomic_write_bytes
 from distill.paper import PAPER_TABLES, PaperTable, paper_row
 
 __all__ = ["RunRecord", "collect_runs", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]

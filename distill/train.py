@@ -20,27 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from distill.cache import TeacherOutputCache, fingerprint, module_fingerprint
+from distill.cache import TeacherOutputCache
+from distill.core.fingerprint import fingerprint, module_fingerprint
 from distill.checkpoint import save_student
 from distill.cost import profile
-from distill.io import atomic_write_json
-from distill.latency import measure_latency_ms
+from distill.core.io import atomic_write_json
+from distill.core.paths import default_cache_dir
+from distill.core.latency import measure_latency_ms
 from distill.models import create_student
 from distill.models.teachers.fit import load_or_fit_teacher
 from distill.module import DistillationModule, parse_loss_terms
 
-__all__ = ["run", "default_cache_dir"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
 # The teacher is kept in eval mode on purpose (frozen BN statistics); Lightning's notice about it is noise here.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
-
-
-def default_cache_dir(configured: str | None) -> Path:
-    if configured:
-        return Path(configured).expanduser()
-    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill"))
 
 
 def _run_dir(run_dir: str | os.PathLike | None) -> Path:

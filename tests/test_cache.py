@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from distill.cache import MANIFEST_NAME, TeacherOutputCache, fingerprint, module_fingerprint
+from distill.cache import MANIFEST_NAME, TeacherOutputCache
+from distill.core.fingerprint import fingerprint, module_fingerprint
 
 NUM_SAMPLES = 10
 NUM_VIEWS = 2

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.io import atomic_write
+from distill.core.io import atomic_write
 
 __all__ = ["config_int", "data_cache_dir", "file_digest", "load_or_build_arrays", "source_digest"]
 

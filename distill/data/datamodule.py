@@ -16,7 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from distill.cache import fingerprint
+from distill.core.fingerprint import fingerprint
 from distill.data.views import ImageArrayDataset, ViewSampler
 
 __all__ = ["Split", "ArrayDataModule"]

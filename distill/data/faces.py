@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.cache import fingerprint
+from distill.core.fingerprint import fingerprint
 from distill.data import synthetic_faces
 from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,

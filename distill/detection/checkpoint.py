@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from distill.detection.detectors import build_detector
-from distill.io import atomic_torch_save, read_torch_file
+from distill.core.io import atomic_torch_save, read_torch_file
 
 __all__ = ["DETECTOR_FORMAT", "save_detector", "load_detector"]
 

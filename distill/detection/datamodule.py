@@ -14,10 +14,10 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from distill.cache import fingerprint
+from distill.core.fingerprint import fingerprint
 from distill.detection.coco_data import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
 from distill.detection.synthetic_scenes import GENERATOR_VERSION, write_synthetic_coco
-from distill.train import default_cache_dir
+from distill.core.paths import default_cache_dir
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
 

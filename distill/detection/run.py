@@ -20,15 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from distill.cache import fingerprint
+from distill.core.fingerprint import fingerprint
 from distill.detection.checkpoint import save_detector
 from distill.detection.cost import detector_cost
 from distill.detection.detectors import DETECTOR_KINDS, build_detector
 from distill.detection.evaluate import evaluate_detector
 from distill.detection.module import DetectionDistillModule
-from distill.io import atomic_torch_save, atomic_write_json
+from distill.core.io import atomic_torch_save, atomic_write_json
 from distill.models.teachers.weights import load_weights_file
-from distill.train import default_cache_dir
+from distill.core.paths import default_cache_dir
 
 __all__ = ["run_detection", "detector_settings", "load_or_fit_teacher_detector"]
 

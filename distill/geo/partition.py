@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import s2sphere
 
-from distill.io import atomic_write_json
+from distill.core.io import atomic_write_json
 
 __all__ = ["FORMAT", "MAX_LEVEL", "S2Partition", "leaf_cell_ids"]
 

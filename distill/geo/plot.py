@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from distill.geo.partition import S2Partition
-from distill.io import atomic_write
+from distill.core.io import atomic_write
 from distill.metrics.geolocation import EARTH_RADIUS_KM, GEO_SCALES_KM, great_circle_km
 
 __all__ = ["great_circle_path", "plot_errors", "plot_partition"]

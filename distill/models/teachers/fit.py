@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from distill.cache import fingerprint
-from distill.io import atomic_torch_save
+from distill.core.fingerprint import fingerprint
+from distill.core.io import atomic_torch_save
 from distill.tasks.base import Task
 
 __all__ = ["fit_teacher", "load_or_fit_teacher"]

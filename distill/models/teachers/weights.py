@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.io import read_torch_file
+from distill.core.io import read_torch_file
 
 __all__ = ["load_weights_file"]
 
