@@ -32,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.cache import TeacherOutputCache
+from distill.engine.cache import TeacherOutputCache
 from distill.core.fingerprint import fingerprint
 from distill.losses import EmbeddingMSELoss
 from distill.models import create_student

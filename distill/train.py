@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from distill.cache import TeacherOutputCache
+from distill.engine.cache import TeacherOutputCache
 from distill.core.fingerprint import fingerprint, module_fingerprint
 from distill.checkpoint import save_student
 from distill.cost import profile

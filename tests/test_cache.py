@@ -1,18 +1,24 @@
-"""Tests of the teacher-output cache: round trip, corruption handling, atomic builds, fingerprints."""
+"""Tests of the teacher-output cache: round trip, corruption handling, atomic builds, builds from batches of
+arbitrary (view, index) pairs, the inter-process file lock, fingerprints."""
 
 import json
+import logging
+import multiprocessing
+import os
 import pickle
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from distill.cache import MANIFEST_NAME, TeacherOutputCache
 from distill.core.fingerprint import fingerprint, module_fingerprint
+from distill.engine.cache import FORMAT_VERSION, MANIFEST_NAME, TeacherOutputCache, file_lock
+from distill.engine.cache import lock as lock_module
 
 NUM_SAMPLES = 10
 NUM_VIEWS = 2
@@ -93,6 +99,7 @@ def test_round_trip_every_view_and_index(built, tmp_path):
     assert cache.nbytes == NUM_VIEWS * NUM_SAMPLES * (3 + 4) * 4
     _assert_matches(cache, teacher)
     manifest = json.loads((cache.path / MANIFEST_NAME).read_text())
+    assert cache.manifest == manifest
     assert manifest["key"] == "teacher-abc"
     assert manifest["outputs"]["logits"]["shape"] == [NUM_VIEWS, NUM_SAMPLES, 3]
     assert manifest["outputs"]["features"]["shape"] == [NUM_VIEWS, NUM_SAMPLES, 2, 2]
@@ -372,6 +379,242 @@ def test_concurrent_open_or_build_computes_once(tmp_path):
     assert teacher.calls == [0, 1]  # one build; the other caller waited, then loaded it
     for cache in results:
         _assert_matches(cache, teacher)
+
+
+# --------------------------------------------------------------------------- builds from batches
+
+
+def _pair_batches(teacher: FakeTeacher, seed: int = 0, size: int = 3) -> list:
+    """Every (view, index) pair, shuffled across views, in batches of (indices, views, outputs)."""
+    pairs = [(view, index) for view in range(NUM_VIEWS) for index in range(NUM_SAMPLES)]
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    pairs = [pairs[i] for i in order]
+    batches = []
+    for start in range(0, len(pairs), size):
+        chunk = pairs[start:start + size]
+        views = torch.tensor([view for view, _ in chunk])
+        indices = torch.tensor([index for _, index in chunk])
+        inputs = torch.stack([_images(view)[index] for view, index in chunk])
+        batches.append((indices, views, teacher(inputs)))
+    return batches
+
+
+def test_build_from_shuffled_batches_equals_view_by_view_build(tmp_path):
+    teacher = FakeTeacher()
+    by_view = _cache(tmp_path / "by_view").open_or_build(teacher.compute_view)
+    batches = _pair_batches(teacher)
+    assert len({tuple(views.tolist()) for _, views, _ in batches}) > 1  # batches really mix the views
+    from_batches = _cache(tmp_path / "batches").build_from_batches(iter(batches)).load()
+    _assert_matches(from_batches, teacher)
+    for name in ("logits", "features"):
+        np.testing.assert_array_equal(np.load(from_batches.path / f"{name}.npy"),
+                                      np.load(by_view.path / f"{name}.npy"))
+    manifest = json.loads((from_batches.path / MANIFEST_NAME).read_text())
+    assert manifest == json.loads((by_view.path / MANIFEST_NAME).read_text())  # same bytes, same checksums
+    assert manifest["version"] == FORMAT_VERSION
+    assert from_batches.validate()
+    assert [p.name for p in (tmp_path / "batches").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_build_from_batches_accepts_one_view_per_batch(tmp_path):
+    teacher = FakeTeacher()
+    batches = [(indices, view, outputs) for view in reversed(range(NUM_VIEWS))
+               for indices, outputs in teacher.compute_view(view)]
+    _assert_matches(_cache(tmp_path).build_from_batches(batches).load(), teacher)
+
+
+def test_build_from_batches_missing_pair_names_count(tmp_path):
+    batches = _pair_batches(FakeTeacher())
+    indices, views, outputs = batches[2]
+    batches[2] = (indices[1:], views[1:], {name: value[1:] for name, value in outputs.items()})
+    with pytest.raises(ValueError, match=r"left 1 of 20 \(view, index\) pairs unfilled \(first missing: view"):
+        _cache(tmp_path).build_from_batches(batches)
+    assert not (tmp_path / "teacher-abc").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_build_from_batches_duplicate_pair_is_an_error(tmp_path):
+    batches = _pair_batches(FakeTeacher())
+    indices, views, outputs = batches[0]
+    duplicate = (indices[:1], views[:1], {name: value[:1] for name, value in outputs.items()})
+    index, view = int(indices[0]), int(views[0])
+    with pytest.raises(ValueError, match=rf"batch {len(batches)} yielded sample index {index} more than once "
+                                         rf"\(view {view}\)"):
+        _cache(tmp_path).build_from_batches([*batches, duplicate])
+    assert not (tmp_path / "teacher-abc").exists()
+
+    same_batch = (torch.tensor([1, 1]), torch.tensor([0, 0]), {"logits": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match=r"batch 0 yielded sample index 1 more than once \(view 0\)"):
+        _cache(tmp_path).build_from_batches([same_batch])
+    different_views = (torch.tensor([1, 1]), torch.tensor([0, 1]), {"logits": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="left 18 of 20"):  # the same index in two views is two pairs
+        _cache(tmp_path).build_from_batches([different_views])
+
+
+@pytest.mark.parametrize(
+    "batch, error, match",
+    [
+        ((torch.tensor([0]), torch.tensor([NUM_VIEWS]), {"logits": torch.zeros(1, 3)}), IndexError,
+         f"batch 0 yielded view {NUM_VIEWS}, expected 0..{NUM_VIEWS - 1}"),
+        ((torch.tensor([0, 1]), torch.tensor([0]), {"logits": torch.zeros(2, 3)}), ValueError,
+         "views must be an int or have the shape of indices"),
+        ((torch.tensor([0]), {"logits": torch.zeros(1, 3)}), ValueError,
+         r"batch 0 must be an \(indices, views, outputs\) triple"),
+    ],
+)
+def test_build_from_batches_rejects_bad_batches(tmp_path, batch, error, match):
+    with pytest.raises(error, match=match):
+        _cache(tmp_path).build_from_batches([batch])
+    assert not (tmp_path / "teacher-abc").exists()
+
+
+def test_open_or_build_from_batches_makes_batches_only_without_valid_cache(tmp_path):
+    teacher = FakeTeacher()
+    made = []
+
+    def make_batches():
+        made.append(1)
+        return _pair_batches(teacher, seed=len(made))
+
+    cache = _cache(tmp_path).open_or_build_from_batches(make_batches)
+    assert made == [1]
+    _assert_matches(cache, teacher)
+
+    def must_not_run():
+        raise AssertionError("make_batches called although a valid cache exists")
+
+    _assert_matches(_cache(tmp_path).open_or_build_from_batches(must_not_run), teacher)
+    _assert_matches(_cache(tmp_path).open_or_build(must_not_run), teacher)  # one format for both builds
+
+    cache._arrays = None
+    _flip_byte(cache)
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        rebuilt = _cache(tmp_path).open_or_build_from_batches(make_batches)
+    assert made == [1, 1]
+    _assert_matches(rebuilt, teacher)
+
+
+# --------------------------------------------------------------------------- file lock
+
+LOCK_IMPLEMENTATIONS = ["file_lock", "lock file"]  # file_lock (fcntl.flock on POSIX), and its O_EXCL fallback
+
+
+def _lock(path, implementation: str):
+    if implementation == "lock file":
+        return lock_module._lock_file(Path(path), poll_interval=0.01, stale_after=60.0)
+    return file_lock(path)
+
+
+def _hold_lock(path, implementation, acquired, waiter_started, released):
+    """Child process: take the lock, keep it until the waiter is blocked on it, then release."""
+    with _lock(path, implementation):
+        acquired.set()
+        waiter_started.wait(10)
+        time.sleep(0.3)
+        released.value = 1
+
+
+def _wait_for_lock(path, implementation, waiter_started, released, saw_released, waited):
+    """Child process: take the lock once the holder has gone; record what it saw."""
+    waiter_started.set()
+    start = time.monotonic()
+    with _lock(path, implementation):
+        waited.value = time.monotonic() - start
+        saw_released.value = released.value
+
+
+@pytest.mark.parametrize("implementation", LOCK_IMPLEMENTATIONS)
+def test_file_lock_second_process_waits_for_the_first(tmp_path, implementation):
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    path = tmp_path / "locks" / "fit.lock"
+    path.parent.mkdir()
+    acquired, waiter_started = context.Event(), context.Event()
+    released, saw_released, waited = context.Value("i", 0), context.Value("i", -1), context.Value("d", 0.0)
+    holder = context.Process(target=_hold_lock, args=(str(path), implementation, acquired, waiter_started, released))
+    waiter = context.Process(target=_wait_for_lock,
+                             args=(str(path), implementation, waiter_started, released, saw_released, waited))
+    holder.start()
+    try:
+        assert acquired.wait(30), "the first process never took the lock"
+        waiter.start()
+        waiter.join(30)
+        holder.join(30)
+    finally:
+        for process in (holder, waiter):
+            if process.pid is not None and process.is_alive():
+                process.kill()
+    assert holder.exitcode == 0 and waiter.exitcode == 0
+    assert saw_released.value == 1  # the second process got the lock only after the first released it
+    assert waited.value >= 0.2
+
+
+@pytest.mark.parametrize("implementation", LOCK_IMPLEMENTATIONS)
+def test_file_lock_logs_while_waiting(tmp_path, implementation, caplog):
+    path = tmp_path / "fit.lock"
+    entered = threading.Event()
+
+    def second():
+        with _lock(path, implementation):
+            entered.set()
+
+    caplog.set_level(logging.INFO, logger=lock_module.__name__)
+    with _lock(path, implementation):
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while "held by another process" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f"waiting for {path} (held by another process)" in caplog.text
+        assert not entered.is_set()
+    thread.join(10)
+    assert entered.is_set()
+
+
+def test_file_lock_creates_parent_and_is_reusable(tmp_path):
+    path = tmp_path / "a" / "b" / "x.lock"
+    for _ in range(2):
+        with file_lock(path):
+            assert path.parent.is_dir()
+
+
+def test_file_lock_without_fcntl_uses_the_lock_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    path = tmp_path / "fit.lock"
+    with file_lock(path):
+        assert str(os.getpid()) in path.read_text()
+    assert not path.exists()
+
+
+def test_lock_file_fallback_breaks_a_stale_lock_and_removes_its_file(tmp_path, caplog):
+    path = tmp_path / "fit.lock"
+    path.write_text("12345 elsewhere dead\n")
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger=lock_module.__name__):
+        with lock_module._lock_file(path, poll_interval=0.01, stale_after=30.0):
+            assert "dead" not in path.read_text()  # our own lock file now
+    assert time.monotonic() - start < 5
+    assert "stale lock" in caplog.text
+    assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_lock_file_fallback_refreshes_a_lock_held_longer_than_stale_after(tmp_path):
+    path = tmp_path / "fit.lock"
+    released, order = threading.Event(), []
+
+    def waiter():
+        with lock_module._lock_file(path, poll_interval=0.01, stale_after=0.6):
+            order.append(released.is_set())
+
+    with lock_module._lock_file(path, poll_interval=0.01, stale_after=0.6):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(1.5)  # well past stale_after: only the refresh keeps the waiter out
+        released.set()
+    thread.join(10)
+    assert order == [True]
 
 
 # --------------------------------------------------------------------------- fingerprints
