@@ -1,11 +1,11 @@
-"""`python -m distill recipe=<name> [overrides]`: the Hydra entry point; the work is in distill.train.run."""
+"""`python -m distill recipe=<name> [overrides]`: the Hydra entry point; the work is in distill.engine.run."""
 
 from __future__ import annotations
 
 import hydra
 from omegaconf import DictConfig
 
-from distill.train import run
+from distill.engine.run import run
 
 
 @hydra.main(version_base="1.3", config_path="pkg://distill.conf", config_name="config")

@@ -1,6 +1,7 @@
 """Distillation losses, each an ``nn.Module`` named after its paper, and the registry that maps
 config names to them (``create_loss("kd", temperature=4.0)``)."""
 
+from distill.losses.detection import FeatureImitationLoss, HeadImitationLoss
 from distill.losses.embedding import CosineEmbeddingLoss, EmbeddingMSELoss
 from distill.losses.features import AttentionTransferLoss, FitNetLoss
 from distill.losses.logits import DISTLoss, DKDLoss, KDLoss, MultiLabelKDLoss
@@ -24,4 +25,6 @@ __all__ = [
     "RKDLoss",
     "PKTLoss",
     "SPKDLoss",
+    "FeatureImitationLoss",
+    "HeadImitationLoss",
 ]

@@ -24,13 +24,25 @@ class DistillationLoss(nn.Module):
     - ``uses_target``: ``True`` when ``forward`` also accepts ``target=`` (ground-truth labels);
     - ``same_shape``: ``True`` when student and teacher tensors must have equal shapes, so the engine inserts a
       learnable adapter where they differ (relational losses compare samples with each other and need none);
-    - ``always_adapt``: ``True`` when the method itself trains a regressor on the student side (FitNets).
+    - ``always_adapt``: ``True`` when the method itself trains a regressor on the student side (FitNets);
+    - ``uses_context``: ``True`` when ``forward`` also accepts ``context=`` (what the task knows about the batch, e.g.
+      the boxes and the input size of a detection batch);
+    - ``structured``: ``True`` when the loss takes a layer's whole output (a dict or tuple of tensors, e.g. a detector's
+      head) rather than its first tensor.
+
+    A loss that owns learnable parts sized by the features (per-level adapters) builds them in ``setup``, which the
+    engine calls once with probe features before training.
     """
 
     kind: str = "logits"
     uses_target: bool = False
     same_shape: bool = True
     always_adapt: bool = False
+    uses_context: bool = False
+    structured: bool = False
+
+    def setup(self, student_feature, teacher_feature) -> None:
+        """Called once with probe features of both models before the optimizer is built; nothing by default."""
 
     def _check_hyperparameter(self, name: str, value: float, allow_zero: bool = False) -> float:
         """Return ``float(value)``; raise ValueError unless it is positive (or zero when allowed)."""

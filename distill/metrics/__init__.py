@@ -1,7 +1,8 @@
 """Evaluation metrics of the recipes: face verification (LFW protocol), geolocation accuracy,
-top-k classification accuracy and multi-label mean average precision."""
+top-k classification accuracy, multi-label mean average precision and COCO box mAP."""
 
 from distill.metrics.classification import most_confused_pairs, topk_accuracy
+from distill.metrics.detection import coco_backend, mean_average_precision
 from distill.metrics.geolocation import (
     EARTH_RADIUS_KM,
     GEO_SCALES_KM,
@@ -22,4 +23,6 @@ __all__ = [
     "topk_accuracy",
     "most_confused_pairs",
     "multilabel_average_precision",
+    "mean_average_precision",
+    "coco_backend",
 ]

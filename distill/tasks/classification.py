@@ -35,8 +35,9 @@ class ClassificationTask(Task):
     def ground_truth_loss(self, student_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(student_output, target, label_smoothing=self.label_smoothing)
 
-    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
-        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution))
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution), device=device)
         if targets is None:
             raise ValueError("the test split has no labels: classification needs labelled test data")
         ks = tuple(k for k in self.top_k if k <= logits.shape[1])

@@ -1,16 +1,50 @@
-"""Object detection (the coco recipe, Table 13): batches of boxes do not fit the engine's image-to-tensor loop,
-so this task runs the whole recipe itself (distill.detection.run)."""
+"""Object detection (the coco recipe, Table 13): a detector (SSD or Faster R-CNN, the ``detector`` config group)
+built around the student's or the teacher's network as its backbone, trained on its own box losses (the
+``ground_truth`` term) plus imitation terms, judged by COCO box mAP@[.5:.95] ("map") and mAP@.5 ("map_50").
+
+Batches are ``(images, targets)`` lists (images of any size, any number of boxes per image).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from omegaconf import DictConfig
+import torch
+from torch import nn
+from torchvision.models.detection.ssd import SSD
 
-from distill.tasks.base import Task
+from distill.metrics.detection import mean_average_precision
+from distill.models.detection.cost import detector_cost
+from distill.models.detection.detectors import DETECTOR_KINDS, build_detector
+from distill.models.registry import builder_path
+from distill.models.teachers.weights import load_weights_file
+from distill.tasks.base import StudentStep, Task
 
-__all__ = ["DetectionTask"]
+__all__ = ["DetectionTask", "evaluate_detector", "TRUNK_OF_BUILDER"]
+
+# Which detector trunk a backbone model config stands for (the student's or the teacher's ``_target_``).
+TRUNK_OF_BUILDER = {
+    "distill.models.mobilenet.MobileNetV1": "mobilenet_v1",
+    "distill.models.teachers.timm_teacher.build_timm_teacher": "resnet",
+}
+
+
+@torch.no_grad()
+def evaluate_detector(detector: nn.Module, loader, class_names: list[str] | None = None,
+                      device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Run ``detector`` in eval mode over a loader of (images, targets) and score it; adds ``num_images``."""
+    was_training = detector.training
+    detector.eval().to(device)
+    predictions, targets = [], []
+    try:
+        for images, batch_targets in loader:
+            outputs = detector([image.to(device) for image in images])
+            predictions.extend({k: v.cpu() for k, v in output.items()} for output in outputs)
+            targets.extend(batch_targets)
+    finally:
+        detector.train(was_training)
+    return {**mean_average_precision(predictions, targets, class_names), "num_images": len(targets)}
 
 
 class DetectionTask(Task):
@@ -18,8 +52,94 @@ class DetectionTask(Task):
 
     name = "detection"
     primary_metric = "map"
+    # Teacher backbone maps are large and depend on the flip of each batch: computed live, never cached.
+    caches_teacher_outputs = False
 
-    def run_recipe(self, cfg: DictConfig, *, run_dir: Path, callbacks=None, started: float | None = None) -> dict[str, Any]:
-        from distill.detection.run import run_detection  # imported on use: it imports distill.train
+    def __init__(self, detector: Mapping[str, Any]) -> None:
+        detector = dict(detector)
+        self.kind = str(detector.get("kind"))
+        if self.kind not in DETECTOR_KINDS:
+            raise ValueError(f"detector.kind must be one of {list(DETECTOR_KINDS)}, got {self.kind!r}")
+        self.options = dict(detector.get("options") or {})
 
-        return run_detection(cfg, run_dir=run_dir, callbacks=callbacks, started=started)
+    # --- models ---------------------------------------------------------------------------------------------
+    def teacher_num_classes(self, datamodule: Any) -> int:
+        return datamodule.num_classes
+
+    def student_num_classes(self, datamodule: Any, teacher_output_dim: int) -> int:
+        return datamodule.num_classes
+
+    def output_dim(self, model: nn.Module, resolution: int) -> int:
+        return int(model.spec["num_classes"])
+
+    def build_model(self, builder: Mapping[str, Any], *, num_classes: int | None, resolution: int,
+                    **extra: Any) -> tuple[nn.Module, str, dict[str, Any]]:
+        """The configured detector around the network ``builder`` names (MobileNetV1, or a timm ResNet);
+        ``weights=<file>`` loads a whole detector's state dict into it."""
+        target = builder_path(builder["_target_"])
+        if target not in TRUNK_OF_BUILDER:
+            raise ValueError(f"a detector backbone must be one of {sorted(TRUNK_OF_BUILDER)}; got _target_={target!r}")
+        backbone_kwargs = {k: v for k, v in builder.items() if k not in ("_target_", "name", "dropout")}
+        kwargs = {"kind": self.kind, "backbone": TRUNK_OF_BUILDER[target], "num_classes": int(num_classes),
+                  "size": int(resolution), "backbone_kwargs": backbone_kwargs, "options": dict(self.options)}
+        detector = build_detector(**kwargs)
+        if extra.get("weights"):
+            load_weights_file(detector, Path(str(extra["weights"])))
+        return detector, builder_path(build_detector), kwargs
+
+    # --- one batch --------------------------------------------------------------------------------------------
+    def batch_size(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def probe_batch(self, student_resolution: int, teacher_resolution: int) -> Any:
+        images = [torch.zeros(3, student_resolution, student_resolution) for _ in range(2)]
+        targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1])} for _ in range(2)]
+        return images, targets
+
+    @staticmethod
+    def _targets(batch: Any) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch[1]]
+
+    def student_step(self, student: nn.Module, batch: Any, *, with_losses: bool) -> StudentStep:
+        images, targets = batch[0], self._targets(batch)
+        with torch.no_grad():  # boxes in the detector's input coordinates, for object-masked imitation
+            prepared, prepared_targets = student.transform(images, [dict(t) for t in targets])
+        context = {"boxes": [t["boxes"] for t in prepared_targets], "image_size": tuple(prepared.tensors.shape[-2:])}
+        if not student.training:  # the shape probe: detections only
+            return StudentStep(student(images), {}, context)
+        losses = student(images, targets)
+        return StudentStep(None, dict(losses) if with_losses else {}, context)
+
+    def teacher_forward(self, teacher: nn.Module, batch: Any) -> Any:
+        """Backbone and head of the teacher on the batch (no box decoding): what imitation terms compare."""
+        prepared, _ = teacher.transform(batch[0], [dict(t) for t in self._targets(batch)])
+        features = teacher.backbone(prepared.tensors)
+        maps = list(features.values()) if isinstance(features, dict) else [features]
+        head = teacher.head if isinstance(teacher, SSD) else teacher.rpn.head
+        return head(maps)
+
+    def fit_losses(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        return dict(model(batch[0], self._targets(batch)))
+
+    def check_ground_truth(self, datamodule: Any) -> None:
+        """Every detection split carries its boxes."""
+
+    # --- evaluation -------------------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+        return evaluate_detector(model, datamodule.test_dataloader(), datamodule.class_names, device=device)
+
+    def preprocessing(self, datamodule: Any) -> dict[str, Any]:
+        """Detectors resize and normalise images themselves: they take 0..1 RGB tensors of any size."""
+        return {"class_names": list(datamodule.class_names)}
+
+    def cost(self, model: nn.Module, resolution: int) -> dict[str, Any]:
+        """The detector's network on its input size (box decoding and NMS are not counted)."""
+        counted = detector_cost(model, resolution)
+        return {"detector": self.kind, "mult_adds": counted.mult_adds, "params": counted.params,
+                "total_params": counted.total_params}
+
+    def latency_input(self, datamodule: Any, resolution: int) -> Any:
+        """One test image: the whole detector is timed (resize, network, box decoding, NMS)."""
+        return [datamodule.test_dataloader().dataset[0][0]]
+

@@ -93,16 +93,17 @@ class EmbeddingTask(Task):
     def fit_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
 
-    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
         split = datamodule.split("test")
         if "pairs" not in split.extras:
             raise ValueError(f"{type(datamodule).__name__}: the test split has no verification pairs")
         pairs = split.extras["pairs"]
         loader = datamodule.eval_dataloader("test", resolution=resolution)
-        embeddings, _ = predict(model, loader)
+        embeddings, _ = predict(model, loader, device=device)
         if self.flip_sum:
             flipped = _FlipWrapper(model)
-            embeddings = F.normalize(embeddings, dim=1) + F.normalize(predict(flipped, loader)[0], dim=1)
+            embeddings = F.normalize(embeddings, dim=1) + F.normalize(predict(flipped, loader, device=device)[0], dim=1)
         first, second, issame = pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool)
         return verify_pairs(embeddings[first], embeddings[second], issame, n_folds=self.n_folds,
                             far_target=self.far_target)

@@ -20,6 +20,7 @@ from torch import nn
 from distill.metrics import GeolocationAccuracy
 from distill.tasks.base import predict
 from distill.tasks.classification import ClassificationTask
+from distill.tasks.geo_maps import plot_errors, plot_partition
 
 __all__ = ["GEO_METRIC_SCALES_KM", "GeolocationTask", "geolocation_metrics"]
 
@@ -68,8 +69,9 @@ class GeolocationTask(ClassificationTask):
         self.max_error_lines = int(max_error_lines)
         self.evaluations: list[dict[str, Any]] = []
 
-    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
-        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution))
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution), device=device)
         true_latlon = datamodule.split("test").extras["latlon"]
         metrics, predicted = geolocation_metrics(logits, targets, datamodule.partition.centres, true_latlon)
         self.evaluations.append({"model": type(model).__name__, "predicted": predicted,
@@ -82,8 +84,6 @@ class GeolocationTask(ClassificationTask):
         partition.save(run_dir / "partition.json")
         artifacts: dict[str, Any] = {"partition": "partition.json", "partition_data": partition.to_dict()}
         if self.maps:
-            from distill.geo.plot import plot_errors, plot_partition
-
             training = [datamodule.split(name).extras["latlon"] for name in ("teacher_train", "train")
                         if datamodule.has_split(name)]
             plot_partition(partition, np.concatenate(training), run_dir / "world_cells.png")

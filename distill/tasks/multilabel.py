@@ -64,9 +64,10 @@ class MultiLabelTask(Task):
         return F.binary_cross_entropy_with_logits(student_output,
                                                   _check_pair(student_output, target, "ground-truth loss"))
 
-    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
         """{"mAP": macro mean over attributes with a positive, "ap_per_attribute": {name: AP or None}}."""
-        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution))
+        logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution), device=device)
         if targets is None:
             raise ValueError(f"{type(datamodule).__name__}: the test split has no labels; mean average precision "
                              f"needs labelled test images")

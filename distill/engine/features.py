@@ -13,9 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OUTPUT", "FeatureRecorder", "FeatureAdapter", "make_adapter", "layer_names"]
+__all__ = ["OUTPUT", "FeatureRecorder", "FeatureAdapter", "make_adapter", "layer_names", "first_tensor"]
 
 OUTPUT = "output"
+
+
+def first_tensor(value):
+    """A layer's output as one tensor: the first element of a tuple or list output (e.g. (features, aux))."""
+    while isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    return value
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -23,7 +30,8 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 class FeatureRecorder:
-    """Registers forward hooks on named sub-modules and stores what they return on the latest call."""
+    """Registers forward hooks on named sub-modules and stores what they return on the latest call, as returned
+    (a tensor, or a dict / tuple for structured outputs such as a detector's head)."""
 
     def __init__(self, model: nn.Module, names: Iterable[str], *, model_label: str = "model") -> None:
         self.features: dict[str, torch.Tensor] = {}
@@ -40,8 +48,8 @@ class FeatureRecorder:
             self._handles.append(known[name].register_forward_hook(self._hook(name)))
 
     def _hook(self, name: str):
-        def store(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            self.features[name] = output[0] if isinstance(output, (tuple, list)) else output
+        def store(_module: nn.Module, _inputs: tuple, output) -> None:
+            self.features[name] = output
 
         return store
 

@@ -1,4 +1,4 @@
-"""COCO box mAP of a detector on a loader: torchmetrics' MeanAveragePrecision on the official COCO evaluation.
+"""COCO box mAP of detections: torchmetrics' MeanAveragePrecision on the official COCO evaluation.
 
 ``map`` is the COCO mAP averaged over IoU 0.50:0.05:0.95 (the paper's Table 13 metric), ``map_50`` at IoU 0.5.
 The evaluation runs on pycocotools, or on faster-coco-eval where only that one is installed.
@@ -10,10 +10,9 @@ import importlib.util
 from typing import Any
 
 import torch
-from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-__all__ = ["coco_backend", "mean_average_precision", "evaluate_detector"]
+__all__ = ["coco_backend", "mean_average_precision"]
 
 _SCALARS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
 
@@ -56,18 +55,3 @@ def mean_average_precision(predictions: list[dict[str, torch.Tensor]], targets: 
         result["ap_per_class"] = {class_names[int(label) - 1]: float(ap) for label, ap in zip(classes, per_class)
                                   if 1 <= int(label) <= len(class_names)}
     return result
-
-
-@torch.no_grad()
-def evaluate_detector(detector: nn.Module, loader, class_names: list[str] | None = None) -> dict[str, Any]:
-    """Run ``detector`` in eval mode over a loader of (images, targets) and score it; adds ``num_images``."""
-    was_training = detector.training
-    detector.eval()
-    predictions, targets = [], []
-    try:
-        for images, batch_targets in loader:
-            predictions.extend(detector(images))
-            targets.extend(batch_targets)
-    finally:
-        detector.train(was_training)
-    return {**mean_average_precision(predictions, targets, class_names), "num_images": len(targets)}

@@ -1,5 +1,8 @@
 """What a detection student imitates of a frozen teacher: its backbone maps and its head outputs.
 
+Registered as the loss terms ``feature_imitation`` (student/teacher layer: the detector's ``backbone``) and
+``head_imitation`` (layer ``head`` for SSD, ``rpn.head`` for Faster R-CNN), weighted in ``loss.terms`` like any other.
+
 - ``FeatureImitation`` (FitNet, Romero et al. 2015, applied to detectors as in Chen et al. 2017): 1x1 conv adapters
   map the student's backbone maps to the teacher's channels; squared difference averaged over channels and cells,
   or, with ``mask=True``, over the cells that overlap an object box only (the object regions, Wang et al. 2019).
@@ -14,7 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["object_mask", "FeatureImitation", "ssd_head_imitation", "rpn_head_imitation"]
+from distill.losses.registry import DistillationLoss, register_loss
+
+__all__ = ["object_mask", "FeatureImitation", "ssd_head_imitation", "rpn_head_imitation", "FeatureImitationLoss",
+           "HeadImitationLoss", "feature_maps"]
+
+
+def feature_maps(output) -> list[torch.Tensor]:
+    """A detector backbone's output as a list of maps (a dict of maps, a list, or one map)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return list(output.values())
+    return list(output)
 
 
 def object_mask(boxes: list[torch.Tensor], map_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
@@ -101,3 +116,56 @@ def rpn_head_imitation(student: tuple[list[torch.Tensor], list[torch.Tensor]],
         t_box = t_box.detach().reshape(n, a, 4, h, w).movedim(2, -1)
         losses.append(kd + _weighted_box_loss(s_box, t_box, torch.sigmoid(t_obj.detach())))
     return torch.stack(losses).mean()
+
+
+@register_loss("feature_imitation")
+class FeatureImitationLoss(DistillationLoss):
+    """FitNet-style imitation of every backbone map (one 1x1 adapter per level), optionally masked to the objects.
+
+    ``mask=True`` needs the batch context (boxes in input coordinates and the padded input size), which the
+    detection task provides.
+    """
+
+    kind = "features"
+    same_shape = False
+    structured = True
+    uses_context = True
+
+    def __init__(self, mask: bool = False) -> None:
+        super().__init__()
+        self.mask = bool(mask)
+        self.imitation: FeatureImitation | None = None
+
+    def setup(self, student_feature, teacher_feature) -> None:
+        student_maps, teacher_maps = feature_maps(student_feature), feature_maps(teacher_feature)
+        self.imitation = FeatureImitation([m.shape[1] for m in student_maps], [m.shape[1] for m in teacher_maps],
+                                          mask=self.mask)
+
+    def forward(self, student, teacher, context: dict | None = None) -> torch.Tensor:
+        if self.imitation is None:
+            raise RuntimeError("FeatureImitationLoss.setup() was not called with probe features")
+        context = context or {}
+        return self.imitation(feature_maps(student), feature_maps(teacher), context.get("boxes"),
+                              context.get("image_size"))
+
+
+@register_loss("head_imitation")
+class HeadImitationLoss(DistillationLoss):
+    """Soft targets of the teacher's head on the anchors both detectors share (SSD box predictor or RPN head)."""
+
+    kind = "features"
+    same_shape = False
+    structured = True
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = self._check_hyperparameter("temperature", temperature)
+
+    def forward(self, student, teacher) -> torch.Tensor:
+        if isinstance(student, dict):
+            return ssd_head_imitation(student, teacher, self.temperature)
+        if isinstance(student, (tuple, list)) and len(student) == 2:
+            return rpn_head_imitation(student, teacher, self.temperature)
+        raise ValueError("head_imitation compares an SSD head's {'cls_logits', 'bbox_regression'} or an RPN head's "
+                         f"(objectness, deltas); got a {type(student).__name__} - point the term's student/teacher "
+                         "at the detector's head layer ('head' for SSD, 'rpn.head' for Faster R-CNN)")
