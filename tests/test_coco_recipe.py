@@ -9,8 +9,12 @@ from conftest import compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from distill.detection.checkpoint import load_detector
-from distill.train import run
+import pytorch_lightning as pl
+import torch
+
+from distill import load_student
+from distill.engine.run import run
+from distill.export import export_student
 
 TINY_COCO = [
     "recipe=coco",
@@ -34,29 +38,24 @@ TINY_COCO = [
 def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     cfg = compose_config(["recipe=coco"])
     assert cfg.recipe_name == "coco" and cfg.task._target_ == "distill.tasks.DetectionTask"
-    assert cfg.data._target_ == "distill.detection.datamodule.SyntheticCocoDataModule"
-    assert cfg.detector.kind == "ssd" and cfg.detector.faster_rcnn.rpn_post_nms_top_n_test == 300
-    assert cfg.loss.feature_weight > 0 and cfg.loss.mask is True
-    assert cfg.student.name == "mobilenet_v1" and cfg.teacher.builder.backbone == "resnet"
-    sweep_row = compose_config(["recipe=coco", "detector.kind=faster_rcnn", "data.resolution=600",
-                                "student.width_multiplier=1.0", "loss.feature_weight=0"])
-    assert sweep_row.detector.kind == "faster_rcnn" and sweep_row.data.resolution == 600
-    assert sweep_row.student.width_multiplier == 1.0 and sweep_row.loss.feature_weight == 0
+    assert cfg.data._target_ == "distill.data.modules.coco.SyntheticCocoDataModule"
+    assert cfg.detector.kind == "ssd" and cfg.task.detector.kind == "ssd"
+    terms = cfg.loss.terms
+    assert set(terms) == {"ground_truth", "feature_imitation", "head_imitation"} and terms.feature_imitation.mask
+    assert terms.head_imitation.student == "head"  # SSD's box predictor
+    faster = compose_config(["recipe=coco", "detector=faster_rcnn", "data.resolution=600", "loss=detection_only"])
+    assert faster.detector.options.rpn_post_nms_top_n_test == 300 and faster.data.resolution == 600
+    assert dict(faster.loss.terms) == {"ground_truth": {"weight": 1.0}}
+    distilled_faster = compose_config(["recipe=coco", "detector=faster_rcnn"])
+    assert distilled_faster.loss.terms.head_imitation.teacher == "rpn.head"
     real = compose_config(["recipe=coco", "data=coco"])
-    assert real.data._target_ == "distill.detection.datamodule.CocoDataModule" and real.data.resolution == 300
+    assert real.data._target_ == "distill.data.modules.coco.CocoDataModule" and real.data.resolution == 300
     with pytest.raises(InstantiationException, match="data.root and data.ann_file are required"):
         instantiate(real.data)
 
 
-def test_channels_last_is_refused_rather_than_ignored(tmp_path):
-    cfg = compose_config(["recipe=coco", "channels_last=true", f"cache.dir={tmp_path / 'cache'}"])
-    with pytest.raises(ValueError, match="channels_last=true is not supported by the detection recipes"):
-        run(cfg, run_dir=tmp_path / "run")
-    assert not (tmp_path / "cache").exists()  # refused before any data is rendered
-
-
 @pytest.mark.slow
-def test_tiny_coco_run_writes_map_cost_and_a_loadable_detector(tmp_path):
+def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tmp_path):
     cfg = compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}"])
     results = run(cfg, run_dir=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -73,13 +72,46 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_detector(tmp_path):
     assert saved["student"]["width_multiplier"] == 0.25
     assert saved["student"]["params"] < saved["teacher"]["params"]
     assert saved["data"]["splits"] == {"teacher_train": 16, "train": 12, "test": 8}
-    assert saved["distillation"] == {"feature_weight": 1.0, "head_weight": 1.0, "mask": True, "temperature": 1.0}
-    detector = load_detector(saved["student_checkpoint"])
-    assert detector.spec["backbone_kwargs"] == {"width_multiplier": 0.25}
-    assert detector.distill_meta["class_names"] == ["circle", "square"]
+    assert set(saved["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation"}
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    log = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/feature_imitation_step" in log and "train/head_imitation_step" in log
 
-    # the no-teacher baseline reuses the cached teacher (for its row) and trains without imitation
-    baseline = run(compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "loss.feature_weight=0"]),
-                   run_dir=tmp_path / "baseline")
-    assert baseline["teacher"]["source"] == "cache" and baseline["distillation"]["feature_weight"] == 0.0
+    detector = load_student(saved["student_checkpoint"])  # the one student format: an eval-mode detector
+    assert not detector.training and detector.spec["backbone_kwargs"] == {"width_multiplier": 0.25}
+    assert detector.distill_meta["class_names"] == ["circle", "square"]
+    (output,) = detector([torch.rand(3, 64, 64)])
+    assert set(output) == {"boxes", "labels", "scores"}
+    exported = export_student(saved["student_checkpoint"], format="torchscript", out=tmp_path / "student.pt")
+    assert exported.is_file()
+
+    # the no-teacher baseline reuses the cached teacher (for its row), trains on the box losses alone, NHWC
+    baseline = run(compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "loss=detection_only",
+                                               "channels_last=true"]), run_dir=tmp_path / "baseline")
+    assert baseline["teacher"]["source"] == "cache" and set(baseline["loss_terms"]) == {"ground_truth"}
     assert baseline["teacher"]["metrics"]["map"] == pytest.approx(saved["teacher"]["metrics"]["map"])
+
+
+class _Interrupt(pl.Callback):
+    """Raises in the middle of the first epoch, like a killed job (after a step checkpoint was written)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == 2:
+            raise RuntimeError("simulated kill")
+
+
+@pytest.mark.slow
+def test_coco_resumed_mid_epoch_ends_with_the_same_weights(tmp_path):
+    overrides = TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "data.num_train=32", "trainer.max_epochs=2",
+                             "callbacks.checkpoint.every_n_train_steps=2"]
+    reference = run(compose_config(overrides), run_dir=tmp_path / "reference")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(compose_config(overrides), run_dir=tmp_path / "killed", callbacks=[_Interrupt()])
+    checkpoint = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["distill_position"] == {"epoch": 0, "batches": 2}  # saved inside the epoch
+    resumed = run(compose_config(overrides + ["resume=true"]), run_dir=tmp_path / "killed")
+    a = torch.load(reference["student_checkpoint"], weights_only=True)["state_dict"]
+    b = torch.load(resumed["student_checkpoint"], weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -26,7 +26,7 @@ def test_every_recipe_composes_with_all_groups(recipe):
 def test_overrides_reach_the_groups():
     cfg = compose_config(["recipe=smoke", "student.width_multiplier=0.25", "data.resolution=48", "loss=kd_ce"])
     assert cfg.student.width_multiplier == 0.25 and cfg.data.resolution == 48
-    assert cfg.loss.ground_truth_weight == pytest.approx(0.1)
+    assert cfg.loss.terms.ground_truth.weight == pytest.approx(0.1)
 
 
 def test_a_recipe_sets_the_top_level_options_and_the_command_line_still_wins():

@@ -10,9 +10,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from distill.losses import DKDLoss
-from distill.module import parse_loss_terms
+from distill.engine.distillation import parse_loss_terms
 from distill.paper import PAPER_TABLES
-from distill.train import run
+from distill.engine.run import run
 
 TINY_DOGS = [
     "recipe=dogs",
@@ -32,16 +32,16 @@ TINY_DOGS = [
 def test_recipe_composes_the_distilled_default_and_its_alternatives():
     cfg = compose_config(["recipe=dogs"])
     assert cfg.recipe_name == "dogs"
-    assert cfg.data._target_ == "distill.data.fine_grained.SyntheticFineGrainedDataModule"
+    assert cfg.data._target_ == "distill.data.modules.fine_grained.SyntheticFineGrainedDataModule"
     assert cfg.data.num_classes == 40
     assert cfg.task._target_ == "distill.tasks.ClassificationTask" and list(cfg.task.top_k) == [1, 5]
     # distilled default: KD plus cross-entropy on the labels
-    assert set(cfg.loss.terms) == {"kd"} and cfg.loss.ground_truth_weight > 0
+    assert set(cfg.loss.terms) == {"kd", "ground_truth"} and cfg.loss.terms.ground_truth.weight > 0
     assert compose_config(["recipe=dogs", "loss=labels_only"]).loss.terms == {}
     dkd = compose_config(["recipe=dogs", "loss=dkd_ce"])
-    (spec,) = parse_loss_terms(dict(dkd.loss.terms))
+    spec, ground_truth = parse_loss_terms(dict(dkd.loss.terms))
     assert spec.name == "dkd" and spec.kwargs == {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}
-    assert isinstance(DKDLoss(**spec.kwargs), DKDLoss) and dkd.loss.ground_truth_weight == 1.0
+    assert isinstance(DKDLoss(**spec.kwargs), DKDLoss) and ground_truth.weight == 1.0
     # the teacher sees the full decoded images, whatever the student's resolution (one teacher per sweep)
     assert cfg.teacher.resolution == cfg.data.image_size == 32
     sweep_row = compose_config(["recipe=dogs", "student.width_multiplier=1.0", "data.resolution=28"])
@@ -53,7 +53,7 @@ def test_recipe_composes_the_distilled_default_and_its_alternatives():
 def test_real_data_configs_name_their_modules():
     for group, target in (("stanford_dogs", "StanfordDogsDataModule"), ("image_folder", "ImageFolderDataModule")):
         cfg = compose_config(["recipe=dogs", f"data={group}"])
-        assert cfg.data._target_ == f"distill.data.stanford_dogs.{target}" and cfg.data.strict is True
+        assert cfg.data._target_ == f"distill.data.modules.fine_grained.{target}" and cfg.data.strict is True
         with pytest.raises(InstantiationException, match="data.root is required"):
             instantiate(cfg.data)
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from distill.losses import KDLoss
 from distill.models import MobileNetV1
-from distill.module import DistillationModule, LossTermSpec, parse_loss_terms
+from distill.engine.distillation import DistillationModule, LossTermSpec, parse_loss_terms
 from distill.tasks import ClassificationTask
 
 
@@ -14,9 +14,17 @@ def _module(terms, *, ground_truth_weight=0.0, teacher=None):
     torch.manual_seed(0)
     student = MobileNetV1(width_multiplier=0.25, num_classes=5)
     teacher = teacher or MobileNetV1(width_multiplier=0.5, num_classes=5)
+    terms = dict(terms)
+    if ground_truth_weight:
+        terms["ground_truth"] = {"weight": ground_truth_weight}
     return DistillationModule(student, teacher, ClassificationTask(), parse_loss_terms(terms),
                               optimizer=lambda params: torch.optim.SGD(params, lr=0.1), scheduler="none",
-                              ground_truth_weight=ground_truth_weight, student_resolution=32)
+                              student_resolution=32)
+
+
+def _total(module, losses):
+    weights = module.loss_weights()
+    return sum(weights[name] * value for name, value in losses.items())
 
 
 def _batch(n=4):
@@ -45,7 +53,7 @@ def test_teacher_is_frozen_in_eval_mode_and_not_optimised():
     assert all(not p.requires_grad for p in module.teacher.parameters())
     optimised = {id(p) for p in module.trainable_parameters()}
     assert optimised == {id(p) for p in module.student.parameters()}
-    loss = module.total_loss(module.compute_losses(_batch()))
+    loss = _total(module, module.compute_losses(_batch()))
     loss.backward()
     assert all(p.grad is None for p in module.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
@@ -69,7 +77,7 @@ def test_total_is_the_weighted_sum_of_terms_plus_ground_truth():
     ce = nn.functional.cross_entropy(student, batch["target"]).item()
     assert losses["ground_truth"].item() == pytest.approx(ce, rel=1e-5)
     expected = 0.3 * losses["kd"] + 2.0 * losses["second"] + 0.5 * losses["ground_truth"]
-    assert module.total_loss(losses).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert _total(module, losses).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_feature_terms_get_adapters_where_shapes_differ():
@@ -98,7 +106,7 @@ def test_cached_teacher_outputs_give_the_same_losses_as_the_live_teacher():
     module.eval()
     batch = _batch()
     live = module.compute_losses(batch)
-    outputs = module.teacher_forward(batch["image"])
+    outputs = module.teacher_forward(batch)
 
     class FakeCache:
         def get(self, indices, views):
@@ -109,6 +117,23 @@ def test_cached_teacher_outputs_give_the_same_losses_as_the_live_teacher():
     cached = module.compute_losses(batch)
     for name in live:
         assert cached[name].item() == pytest.approx(live[name].item(), rel=1e-6)
+
+
+def test_ground_truth_term_takes_only_a_weight():
+    with pytest.raises(ValueError, match="ground_truth term takes only a weight"):
+        parse_loss_terms({"ground_truth": {"weight": 1.0, "temperature": 2.0}})
+
+
+def test_labels_only_module_needs_no_teacher_and_trains_on_cross_entropy():
+    torch.manual_seed(0)
+    student = MobileNetV1(width_multiplier=0.25, num_classes=5)
+    module = DistillationModule(student, None, ClassificationTask(), parse_loss_terms({"ground_truth": {}}),
+                                optimizer=lambda params: torch.optim.SGD(params, lr=0.1), student_resolution=32)
+    batch = _batch()
+    losses = module.compute_losses(batch)
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(student(batch["image"]), batch["target"]).item()
+    assert list(losses) == ["ground_truth"] and losses["ground_truth"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_non_finite_loss_stops_training_naming_the_term():

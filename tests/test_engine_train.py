@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,11 +11,11 @@ import pytorch_lightning as pl
 import torch
 
 from distill import load_student
-from distill.checkpoint import CheckpointError, save_student
+from distill.models.checkpoint import CheckpointError, save_student
 from distill.cost import profile
 from distill.models import MobileNetV1
 from distill.report import collect_runs, report_rows
-from distill.train import run
+from distill.engine.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +110,7 @@ def test_resume_without_a_checkpoint_says_where_it_looked(tiny_smoke_cfg, tmp_pa
         run(tiny_smoke_cfg("resume=true"), run_dir=tmp_path / "fresh")
 
 
-def test_ddp_on_two_cpu_processes_with_a_frozen_teacher(tmp_path):
+def test_ddp_on_two_cpu_processes_fits_the_teacher_and_builds_the_cache_once(tmp_path):
     from conftest import TINY_SMOKE
 
     env = dict(os.environ, OMP_NUM_THREADS="1", DISTILL_CACHE_DIR=str(tmp_path / "cache"))
@@ -117,6 +118,14 @@ def test_ddp_on_two_cpu_processes_with_a_frozen_teacher(tmp_path):
                f"hydra.run.dir={tmp_path / 'ddp'}"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    # both ranks ran the pipeline (rank 1 loads what rank 0 made), yet the teacher was fitted once
+    assert output.count("fitting the teacher") == 1
+    assert output.count("loaded from cache") == 1
+    assert output.count("teacher-output cache written") == 1
+    digests = re.findall(r"rank (\d) reads cache \w+ \(digest (\w+)\)", output)
+    assert sorted(rank for rank, _ in digests) == ["0", "1"]
+    assert len({digest for _, digest in digests}) == 1  # the two ranks read identical teacher outputs
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["config"]["trainer"]["strategy"] == "ddp" and results["config"]["trainer"]["devices"] == 2
     assert 0.0 <= results["student"]["metrics"]["top1"] <= 1.0
@@ -135,7 +144,7 @@ def test_student_checkpoint_errors_name_the_file(tmp_path):
     corrupt.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt.ckpt"):
         load_student(corrupt)
-    path = save_student(tmp_path / "ok.ckpt", MobileNetV1(width_multiplier=0.25, num_classes=3), "mobilenet_v1",
+    path = save_student(tmp_path / "ok.ckpt", MobileNetV1(width_multiplier=0.25, num_classes=3), MobileNetV1,
                         {"width_multiplier": 0.25, "num_classes": 3})
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(path.read_bytes()[:2000])
@@ -151,3 +160,46 @@ def test_student_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="Lightning training checkpoint"):
         load_student(tmp_path / "lightning.ckpt")
     assert torch.equal(load_student(path).fc.weight, torch.load(path, weights_only=True)["state_dict"]["fc.weight"])
+
+
+class _StageDevices(pl.Callback):
+    """Records, for every Lightning stage a run starts, which stage it is and where the module runs."""
+
+    seen: list = []
+
+    def on_fit_start(self, trainer, pl_module):
+        self.seen.append(("fit", type(pl_module).__name__, trainer.strategy.root_device, pl_module.device))
+
+    def on_predict_start(self, trainer, pl_module):
+        self.seen.append(("predict", type(pl_module).__name__, trainer.strategy.root_device, pl_module.device))
+
+
+def test_every_stage_runs_through_the_trainer_it_is_given(tiny_smoke_cfg, tmp_path, monkeypatch):
+    """Fit, predict and evaluation all use the configured Trainer's device, not a hard-coded CPU."""
+    import distill.engine.build as build
+    import distill.engine.run as engine_run
+    from distill.tasks import ClassificationTask
+
+    _StageDevices.seen = []
+    evaluated = []
+    made = {"stage": engine_run.stage_trainer, "single": build.single_device_trainer}
+
+    def with_recorder(factory):
+        def make(*args, **kwargs):
+            trainer = factory(*args, **kwargs)
+            trainer.callbacks.append(_StageDevices())
+            return trainer
+        return make
+
+    monkeypatch.setattr(engine_run, "stage_trainer", with_recorder(made["stage"]))
+    monkeypatch.setattr(build, "single_device_trainer", with_recorder(made["single"]))
+    original = ClassificationTask.evaluate
+    monkeypatch.setattr(ClassificationTask, "evaluate",
+                        lambda self, model, dm, res, device="cpu": evaluated.append(device) or original(
+                            self, model, dm, res, device=device))
+    run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=tmp_path / "run")
+    stages = [(stage, module) for stage, module, _, _ in _StageDevices.seen]
+    assert stages == [("fit", "TeacherFitModule"), ("predict", "TeacherOutputPredictor"), ("fit", "DistillationModule")]
+    for _, _, root, device in _StageDevices.seen:
+        assert device == root  # each module was moved to its Trainer's root device
+    assert evaluated == [_StageDevices.seen[-1][2]] * 2  # teacher and student evaluated on the fit Trainer's device

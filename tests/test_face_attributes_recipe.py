@@ -9,12 +9,12 @@ from torch import nn
 
 from conftest import compose_config
 from distill.cost import profile
-from distill.data.attributes import SyntheticAttributesDataModule
-from distill.data.datamodule import ArrayDataModule, Split
+from distill.data.modules.attributes import SyntheticAttributesDataModule
+from distill.data.modules.base import ArrayDataModule, Split
 from distill.models import MobileNetV1
-from distill.module import DistillationModule, parse_loss_terms
+from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.tasks import MultiLabelTask
-from distill.train import run
+from distill.engine.run import run
 
 TINY_DATA = dict(image_size=32, num_teacher_train=8, num_train=6, num_test=4, resolution=32, use_cache=False)
 
@@ -98,18 +98,22 @@ def test_output_sizes_follow_the_data():
 
 def _module(ground_truth_weight=0.0):
     torch.manual_seed(0)
+    terms = {"multilabel_kd": {"weight": 1.0}}
+    if ground_truth_weight:
+        terms["ground_truth"] = {"weight": ground_truth_weight}
     return DistillationModule(
         MobileNetV1(width_multiplier=0.25, num_classes=40), MobileNetV1(width_multiplier=0.5, num_classes=40),
-        MultiLabelTask(), parse_loss_terms({"multilabel_kd": {"weight": 1.0}}),
-        optimizer=lambda params: torch.optim.SGD(params, lr=0.1), scheduler="none",
-        ground_truth_weight=ground_truth_weight, student_resolution=32)
+        MultiLabelTask(), parse_loss_terms(terms),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1), scheduler="none", student_resolution=32)
 
 
 def test_the_student_never_sees_a_label():
     data = SyntheticAttributesDataModule(**TINY_DATA)
     batch = next(iter(data.train_dataloader()))
     assert set(batch) == {"image", "index", "view"}
-    module = _module(ground_truth_weight=1.0)  # even a ground-truth weight finds nothing to use
+    with pytest.raises(ValueError, match="'ground_truth' loss term needs labels"):  # never silently skipped
+        _module(ground_truth_weight=1.0).compute_losses(batch)
+    module = _module()
     losses = module.compute_losses(batch)
     assert set(losses) == {"multilabel_kd"}
     # ... and the loss is the teacher-matching term alone, computed independently
@@ -136,17 +140,17 @@ TINY_RECIPE = [
 def test_recipe_composes_the_label_free_distillation():
     cfg = compose_config(["recipe=face_attributes"])
     assert cfg.task._target_ == "distill.tasks.MultiLabelTask" and cfg.task.num_labels == 40
-    assert cfg.data._target_ == "distill.data.attributes.SyntheticAttributesDataModule"
+    assert cfg.data._target_ == "distill.data.modules.attributes.SyntheticAttributesDataModule"
     assert cfg.data.student_labels is False
-    assert list(cfg.loss.terms) == ["multilabel_kd"] and cfg.loss.ground_truth_weight == 0.0
+    assert list(cfg.loss.terms) == ["multilabel_kd"]
     assert cfg.student.name == "mobilenet_v1" and cfg.teacher.name == cfg.teacher.builder.model_name
     celeba = compose_config(["recipe=face_attributes", "data=celeba", "data.root=/data/celeba"])
-    assert celeba.data._target_ == "distill.data.attributes.CelebADataModule"
+    assert celeba.data._target_ == "distill.data.modules.attributes.CelebADataModule"
 
 
-def test_ground_truth_weight_without_student_labels_is_a_clear_error(tmp_path):
-    cfg = compose_config(TINY_RECIPE + [f"cache.dir={tmp_path}", "loss.ground_truth_weight=0.5"])
-    with pytest.raises(ValueError, match=r"loss.ground_truth_weight=0.5 needs labels on the student's training "
+def test_ground_truth_term_without_student_labels_is_a_clear_error(tmp_path):
+    cfg = compose_config(TINY_RECIPE + [f"cache.dir={tmp_path}", "+loss.terms.ground_truth.weight=0.5"])
+    with pytest.raises(ValueError, match=r"loss.terms.ground_truth needs labels on the student's training "
                                          r"images.*data.student_labels=true"):
         run(cfg, run_dir=tmp_path / "run")
 

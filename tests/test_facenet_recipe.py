@@ -11,11 +11,11 @@ from conftest import compose_config
 from hydra.utils import instantiate
 
 from distill import load_student
-from distill.data.faces import SyntheticFacesDataModule
+from distill.data.modules.faces import SyntheticFacesDataModule
 from distill.models import MobileNetV1
 from distill.tasks import EmbeddingTask
 from distill.tasks.base import predict
-from distill.train import run
+from distill.engine.run import run
 
 TINY_FACENET = [
     "recipe=facenet",
@@ -41,15 +41,15 @@ def test_recipe_composes_the_papers_parts():
     cfg = compose_config(["recipe=facenet"])
     assert cfg.recipe_name == "facenet"
     assert cfg.task._target_ == "distill.tasks.EmbeddingTask"
-    assert cfg.data._target_ == "distill.data.faces.SyntheticFacesDataModule"
+    assert cfg.data._target_ == "distill.data.modules.faces.SyntheticFacesDataModule"
     assert cfg.teacher.builder._target_ == "distill.models.teachers.facenet.build_facenet_teacher"
     assert cfg.teacher.weights is None and cfg.teacher.resolution >= 75  # InceptionResnetV1's smallest input
     assert cfg.student.name == "mobilenet_v1" and cfg.student.width_multiplier == 1.0
     assert dict(cfg.loss.terms) == {"embedding_mse": {"weight": 1.0, "normalize": True}}  # unit embeddings
-    assert cfg.loss.ground_truth_weight == 0.0
+    assert "ground_truth" not in cfg.loss.terms
     assert (cfg.data.num_folds, cfg.data.pairs_per_fold) == (10, 300)  # LFW: 3000 same + 3000 different pairs
     baseline = compose_config(["recipe=facenet", "loss=labels_only"])  # no teacher signal leaks into the baseline
-    assert dict(baseline.loss.terms) == {} and baseline.loss.ground_truth_weight == 1.0
+    assert dict(baseline.loss.terms) == {"ground_truth": {"weight": 1.0}}
 
 
 def test_face_folder_config_builds_the_real_data_module(tmp_path):

@@ -13,11 +13,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from distill import load_student
-from distill.geo import S2Partition
+from distill.data.geo_cells import S2Partition
 from distill.metrics import EARTH_RADIUS_KM, great_circle_km
 from distill.paper import PAPER_TABLES
 from distill.tasks.geolocation import geolocation_metrics
-from distill.train import run
+from distill.engine.run import run
 
 KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180.0
 SCALES = ("acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km")
@@ -44,19 +44,19 @@ def test_recipe_composes_the_distilled_default_and_the_labels_only_baseline():
     cfg = compose_config(["recipe=planet"])
     assert cfg.recipe_name == "planet"
     assert cfg.task._target_ == "distill.tasks.GeolocationTask"
-    assert cfg.data._target_ == "distill.data.geo_photos.SyntheticGeoDataModule"
+    assert cfg.data._target_ == "distill.data.modules.geo.SyntheticGeoDataModule"
     assert cfg.teacher.builder.model_name == cfg.teacher.name == "resnet18"
     assert cfg.teacher.resolution == cfg.data.image_size  # one teacher for every student resolution of a sweep
     assert cfg.student.name == "mobilenet_v1"
-    assert set(cfg.loss.terms) == {"kd"} and cfg.loss.ground_truth_weight > 0
+    assert set(cfg.loss.terms) == {"kd", "ground_truth"} and cfg.loss.terms.ground_truth.weight > 0
     labels_only = compose_config(["recipe=planet", "loss=labels_only"])
-    assert labels_only.loss.terms == {} and labels_only.loss.ground_truth_weight == 1.0
+    assert labels_only.loss.terms == {"ground_truth": {"weight": 1.0}}
     assert instantiate(cfg.task).primary_metric == "acc_2500km"
 
 
 def test_real_csv_data_uses_planets_thresholds_and_needs_a_root():
     cfg = compose_config(["recipe=planet", "data=geo_csv"])
-    assert cfg.data._target_ == "distill.data.geo_csv.GeoCSVDataModule"
+    assert cfg.data._target_ == "distill.data.modules.geo.GeoCSVDataModule"
     assert (cfg.data.t1, cfg.data.t2, cfg.data.strict) == (10000, 50, False)
     with pytest.raises(InstantiationException, match="data.root is required"):
         instantiate(cfg.data)

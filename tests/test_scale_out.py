@@ -43,4 +43,4 @@ def test_slurm_launcher_and_optuna_sweeper_compose():
         assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 4
         search = compose("config", overrides=["hparams_search=smoke_optuna"], return_hydra_config=True)
         assert search.hydra.sweeper.direction == "maximize"
-        assert set(search.hydra.sweeper.params) == {"loss.terms.kd.temperature", "loss.ground_truth_weight"}
+        assert set(search.hydra.sweeper.params) == {"loss.terms.kd.temperature", "loss.terms.ground_truth.weight"}

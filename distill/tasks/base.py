@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distill.cost import profile
+from distill.core.cost import profile
 from distill.models.registry import build_model, builder_path
 
 __all__ = ["Task", "StudentStep", "predict", "GROUND_TRUTH"]
