@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from distill.data import synthetic_faces
+from distill.data.synthetic import faces as synthetic_faces
 
 
 def main() -> None:

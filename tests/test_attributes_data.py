@@ -6,14 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data import attributes, synthetic_faces
-from distill.data.attributes import (
-    CelebADataModule,
-    SyntheticAttributesDataModule,
-    read_celeba_attributes,
-    read_celeba_partition,
-)
-from distill.data.image_files import CorruptImageError
+from distill.data.modules import attributes
+from distill.data.modules.attributes import CelebADataModule, SyntheticAttributesDataModule
+from distill.data.readers.celeba import read_celeba_attributes, read_celeba_partition
+from distill.data.readers.image_files import CorruptImageError
+from distill.data.synthetic import faces as synthetic_faces
 
 NAMES = synthetic_faces.ATTRIBUTE_NAMES
 TINY = dict(image_size=32, num_teacher_train=6, num_train=5, num_test=4, use_cache=False)

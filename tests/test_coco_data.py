@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.detection.coco_data import CocoDetectionDataset, collate_detection, load_coco
-from distill.detection.datamodule import CocoDataModule, SyntheticCocoDataModule
-from distill.detection.synthetic_scenes import SHAPES, render_scene, shape_mask, write_synthetic_coco
+from distill.data.modules.coco import CocoDataModule, SyntheticCocoDataModule
+from distill.data.readers.coco import CocoDetectionDataset, collate_detection, load_coco
+from distill.data.synthetic.coco_scenes import SHAPES, render_scene, shape_mask, write_synthetic_coco
 
 
 def _write_dataset(tmp_path, annotations, *, images=None, categories=None, sizes=((40, 30), (20, 20))):

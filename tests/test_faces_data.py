@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data import faces as faces_module
-from distill.data import synthetic_faces
 from distill.data.align import FaceAligner, centre_crop, square_crop
-from distill.data.faces import FaceFolderDataModule, SyntheticFacesDataModule
-from distill.data.image_files import CorruptImageError, load_image
-from distill.data.pairs import write_lfw_pairs
+from distill.data.modules import faces as faces_module
+from distill.data.modules.faces import FaceFolderDataModule, SyntheticFacesDataModule
+from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.readers.pairs import write_lfw_pairs
+from distill.data.synthetic import faces as synthetic_faces
 
 TINY = {"image_size": 32, "num_identities": 4, "images_per_identity": 3, "train_images_per_identity": 2,
         "num_test_identities": 6, "test_images_per_identity": 3, "num_folds": 2, "pairs_per_fold": 3,

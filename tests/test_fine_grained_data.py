@@ -9,23 +9,22 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.data.fine_grained import (
+from distill.data.modules.fine_grained import (
+    ImageFolderDataModule,
+    StanfordDogsDataModule,
+    SyntheticFineGrainedDataModule,
+)
+from distill.data.readers.image_files import CorruptImageError
+from distill.data.readers.stanford_dogs import breed_name, read_split_list
+from distill.data.synthetic.dogs import (
     COATS,
     EARS,
     MAX_CLASSES,
     MUZZLES,
     PATTERNS,
-    SyntheticFineGrainedDataModule,
     breed_factors,
     breed_names,
     render_dogs,
-)
-from distill.data.image_files import CorruptImageError
-from distill.data.stanford_dogs import (
-    ImageFolderDataModule,
-    StanfordDogsDataModule,
-    breed_name,
-    read_split_list,
 )
 from distill.tasks import ClassificationTask
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data.geo_csv import GeoCSVDataModule, read_geo_csv
-from distill.data.geo_photos import CITIES, SyntheticGeoDataModule, render_places, sample_places
-from distill.data.image_files import CorruptImageError
+from distill.data.modules.geo import GeoCSVDataModule, SyntheticGeoDataModule
+from distill.data.readers.geo_csv import read_geo_csv
+from distill.data.readers.image_files import CorruptImageError
+from distill.data.synthetic.geo_photos import CITIES, render_places, sample_places
 from distill.metrics import great_circle_km
 
 TINY = dict(image_size=24, num_teacher_train=300, num_train=200, num_test=120, t1=40, t2=4, batch_size=16)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import s2sphere
 
-from distill.geo import S2Partition, leaf_cell_ids
+from distill.data.geo_cells import S2Partition, leaf_cell_ids
 
 
 def _leaves(latlon):

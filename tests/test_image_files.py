@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data.image_files import CorruptImageError, IdentityFolder, load_image, scan_images
+from distill.data.readers.image_files import CorruptImageError, IdentityFolder, load_image, scan_images
 
 
 def _save(path, array, fmt="JPEG"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from distill.data.pairs import lfw_image_path, make_pairs, read_lfw_pairs, write_lfw_pairs
+from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs, write_lfw_pairs
 
 
 def _labels(num_identities=40, per_identity=5):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data import synthetic_faces as sf
+from distill.data.synthetic import faces as sf
+from distill.data.synthetic.faces import render as sf_render
 
 # CelebA's list_attr_celeba.txt header, in its order.
 CELEBA_HEADER = (
@@ -38,7 +39,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs():
 
 
 def test_rendering_in_processes_gives_the_same_bytes(monkeypatch):
-    monkeypatch.setattr(sf, "_MIN_IMAGES_PER_WORKER", 2)
+    monkeypatch.setattr(sf_render, "_MIN_IMAGES_PER_WORKER", 2)
     ids = sf.sample_identities(3, seed=1)
     index = np.arange(7) % 3
     forced = sf.sample_attributes(ids, index, seed=4)
@@ -54,10 +55,10 @@ def test_rendering_in_processes_gives_the_same_bytes(monkeypatch):
 
 
 def test_render_workers_follow_the_work():
-    assert sf._render_workers(1, 10_000) == 1
-    assert sf._render_workers(8, 3 * sf._MIN_IMAGES_PER_WORKER) == 3
-    assert sf._render_workers(4, 10) == 1
-    assert sf._render_workers(None, 10**6) >= 1
+    assert sf_render._render_workers(1, 10_000) == 1
+    assert sf_render._render_workers(8, 3 * sf_render._MIN_IMAGES_PER_WORKER) == 3
+    assert sf_render._render_workers(4, 10) == 1
+    assert sf_render._render_workers(None, 10**6) >= 1
 
 
 def test_chunked_rendering_equals_whole_and_any_subset():

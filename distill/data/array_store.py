@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.io import atomic_write
+from distill.core.paths import default_cache_dir
 
 __all__ = ["config_int", "data_cache_dir", "file_digest", "load_or_build_arrays", "source_digest"]
 
@@ -27,9 +28,7 @@ log = logging.getLogger(__name__)
 
 def data_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     """Where built arrays are kept: ``cache_dir``, else $DISTILL_CACHE_DIR, else ~/.cache/distill (as train.py)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill"))
+    return default_cache_dir(cache_dir)
 
 
 def file_digest(paths: Sequence[Path]) -> str:
@@ -42,8 +41,22 @@ def file_digest(paths: Sequence[Path]) -> str:
 
 
 def source_digest(module) -> str:
-    """Digest of a module's source file: a changed generator renders different images, so caches must change."""
-    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+    """Digest of a generator's source: a changed generator renders different images, so caches must change.
+
+    A module: its file. A package: every ``.py`` file under its folder, in the order of their relative paths
+    (``/``-separated), each digested with its path and length, so a change, addition, removal or rename of any part
+    gives a new digest.
+    """
+    path = Path(module.__file__)
+    if not hasattr(module, "__path__"):
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    root = path.parent
+    digest = hashlib.sha256()
+    for name, file in sorted((file.relative_to(root).as_posix(), file) for file in root.rglob("*.py")):
+        content = file.read_bytes()
+        digest.update(f"{name}\n{len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()[:16]
 
 
 def load_or_build_arrays(path: Path | None, build: Callable[[], dict[str, np.ndarray]],

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from distill.core.fingerprint import fingerprint
 from distill.data.views import ImageArrayDataset, ViewSampler
@@ -150,6 +150,4 @@ class ArrayDataModule(pl.LightningDataModule):
 
 
 def _collate(dataset: ImageArrayDataset, items: list[tuple[int, int]]) -> dict:
-    from torch.utils.data import default_collate
-
     return default_collate([dataset[item] for item in items])

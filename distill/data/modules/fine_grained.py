@@ -1,73 +1,73 @@
-"""Real fine-grained data: Stanford Dogs in its published layout, and any ImageFolder-style data set.
+"""Fine-grained recognition data modules (the dogs recipe): synthetic breeds by default, Stanford Dogs or any
+ImageFolder-style data set by option.
 
-Stanford Dogs: ``<root>/Images/<wnid>-<breed>/*.jpg`` with the official ``train_list.mat`` / ``test_list.mat``
-(MATLAB files: ``file_list`` paths relative to ``Images/``, ``labels`` 1-based). ImageFolder: ``<root>/<class>/*``.
-Images are decoded once into uint8 arrays (centre square, resized). A corrupt or unreadable image is named in the
-error (``strict=True``) or skipped, counted and listed in ``summary()``, which the engine writes to results.json.
+- ``SyntheticFineGrainedDataModule``: the breeds of ``distill.data.synthetic.dogs``, balanced by class;
+- ``StanfordDogsDataModule``: ``<root>/Images/<wnid>-<breed>/*.jpg`` with the official ``train_list.mat`` /
+  ``test_list.mat`` (read by ``distill.data.readers.stanford_dogs``);
+- ``ImageFolderDataModule``: ``<root>/<class>/*``.
+
+Real images are decoded once into uint8 arrays (centre square, resized). A corrupt or unreadable image is named in
+the error (``strict=True``) or skipped, counted and listed in ``summary()``, which the engine writes to results.json.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.data.datamodule import ArrayDataModule, Split
-from distill.data.image_files import CorruptImageError, IdentityFolder, load_image
+from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.readers.image_files import IdentityFolder
+from distill.data.readers.stanford_dogs import breed_name, decode_images, read_split_list
+from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
-__all__ = ["ImageFolderDataModule", "StanfordDogsDataModule", "breed_name", "decode_images", "read_split_list"]
+__all__ = ["ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
 
 _REPORT_PATHS = 20  # skipped paths listed in summary()
 
 
-def read_split_list(path: str | os.PathLike) -> list[tuple[str, int]]:
-    """(relative path, 0-based label) pairs of an official Stanford Dogs split file (``train_list.mat``)."""
-    from scipy.io import loadmat
+class SyntheticFineGrainedDataModule(ArrayDataModule):
+    """Up to 120 dog "breeds"; labelled teacher_train, train (the student's) and test splits, balanced by class.
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Stanford Dogs split file not found: {path} (expected the official train_list.mat "
-                                f"or test_list.mat next to the Images/ folder)")
-    content = loadmat(str(path))
-    missing = [key for key in ("file_list", "labels") if key not in content]
-    if missing:
-        raise ValueError(f"{path}: expected MATLAB fields 'file_list' and 'labels', missing {missing}")
-    files = [str(np.asarray(entry).ravel()[0]) for entry in np.asarray(content["file_list"]).ravel()]
-    labels = np.asarray(content["labels"]).ravel().astype(np.int64)
-    if len(files) != len(labels):
-        raise ValueError(f"{path}: {len(files)} entries in file_list but {len(labels)} labels")
-    if labels.size and labels.min() < 1:
-        raise ValueError(f"{path}: labels must be 1-based (MATLAB), found {labels.min()}")
-    return [(name, int(label) - 1) for name, label in zip(files, labels)]
-
-
-def breed_name(folder: str) -> str:
-    """``n02085620-Chihuahua`` -> ``Chihuahua`` (underscores read as spaces)."""
-    name = folder.split("-", 1)[1] if "-" in folder else folder
-    return name.replace("_", " ")
-
-
-def decode_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Decode ``paths`` to (N, size, size, 3) uint8; returns (images, kept positions, skipped paths).
-
-    ``strict`` raises on the first missing or corrupt file (the error names it); otherwise such files are skipped.
+    ``class_names`` names each breed by its four details, so the most-confused pairs in results.json read as such.
     """
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    kept: list[int] = []
-    skipped: list[Path] = []
-    for position, path in enumerate(paths):
-        try:
-            images[len(kept)] = load_image(path, size)
-        except (CorruptImageError, FileNotFoundError):
-            if strict:
-                raise
-            skipped.append(Path(path))
-            continue
-        kept.append(position)
-    return images[:len(kept)], np.asarray(kept, dtype=np.int64), skipped
+
+    def __init__(self, num_classes: int = MAX_CLASSES, image_size: int = 32, num_teacher_train: int = 2400,
+                 num_train: int = 1200, num_test: int = 1200, **loader_args: Any) -> None:
+        super().__init__(**loader_args)
+        if not 2 <= int(num_classes) <= MAX_CLASSES:
+            raise ValueError(f"data.num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
+        if int(image_size) < 16:
+            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
+        self._num_classes = int(num_classes)
+        self.image_size = int(image_size)
+        self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
+        for name, count in self.sizes.items():
+            if count < 1:
+                raise ValueError(f"data.num_{name} must be positive, got {count}")
+        self.class_names = breed_names(self._num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
+                "seed": self.seed, "version": 1}
+
+    def build_splits(self) -> dict[str, Split]:
+        splits = {}
+        for offset, (name, count) in enumerate(self.sizes.items()):
+            rng = np.random.default_rng([self.seed, 1000 + offset])
+            labels = rng.permutation(np.arange(count) % self._num_classes).astype(np.int64)
+            images = render_dogs(labels, self.image_size, seed=self.seed * 10 + offset)
+            splits[name] = Split(images, labels)
+        return splits
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size}
 
 
 class _DecodedFolderDataModule(ArrayDataModule):

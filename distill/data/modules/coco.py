@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from distill.core.fingerprint import fingerprint
-from distill.detection.coco_data import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
-from distill.detection.synthetic_scenes import GENERATOR_VERSION, write_synthetic_coco
 from distill.core.paths import default_cache_dir
+from distill.data.readers.coco import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
+from distill.data.synthetic.coco_scenes import GENERATOR_VERSION, write_synthetic_coco
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
 
@@ -123,7 +123,7 @@ def _same_categories(reference: CocoIndex, other: CocoIndex) -> None:
 
 
 class SyntheticCocoDataModule(CocoDataModule):
-    """Synthetic shape scenes (distill.detection.synthetic_scenes), written once as COCO files and read back.
+    """Synthetic shape scenes (distill.data.synthetic.coco_scenes), written once as COCO files and read back.
 
     They go to ``<cache_dir>/synthetic_coco/<key of the settings>`` (``cache_dir`` null: the default cache).
     """

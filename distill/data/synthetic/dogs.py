@@ -9,11 +9,7 @@ image i of a split depends only on (seed, split, i).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-
-from distill.data.datamodule import ArrayDataModule, Split
 
 __all__ = [
     "COATS",
@@ -21,7 +17,6 @@ __all__ = [
     "MAX_CLASSES",
     "MUZZLES",
     "PATTERNS",
-    "SyntheticFineGrainedDataModule",
     "breed_factors",
     "breed_names",
     "render_dogs",
@@ -141,45 +136,3 @@ def render_dogs(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng([int(seed), chunk])
         images[start:start + _CHUNK] = _render_chunk(labels[start:start + _CHUNK], int(size), rng)
     return images
-
-
-class SyntheticFineGrainedDataModule(ArrayDataModule):
-    """Up to 120 dog "breeds"; labelled teacher_train, train (the student's) and test splits, balanced by class.
-
-    ``class_names`` names each breed by its four details, so the most-confused pairs in results.json read as such.
-    """
-
-    def __init__(self, num_classes: int = MAX_CLASSES, image_size: int = 32, num_teacher_train: int = 2400,
-                 num_train: int = 1200, num_test: int = 1200, **loader_args: Any) -> None:
-        super().__init__(**loader_args)
-        if not 2 <= int(num_classes) <= MAX_CLASSES:
-            raise ValueError(f"data.num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
-        if int(image_size) < 16:
-            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
-        self._num_classes = int(num_classes)
-        self.image_size = int(image_size)
-        self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
-        for name, count in self.sizes.items():
-            if count < 1:
-                raise ValueError(f"data.num_{name} must be positive, got {count}")
-        self.class_names = breed_names(self._num_classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self._num_classes
-
-    def fingerprint_parts(self) -> dict[str, Any]:
-        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
-                "seed": self.seed, "version": 1}
-
-    def build_splits(self) -> dict[str, Split]:
-        splits = {}
-        for offset, (name, count) in enumerate(self.sizes.items()):
-            rng = np.random.default_rng([self.seed, 1000 + offset])
-            labels = rng.permutation(np.arange(count) % self._num_classes).astype(np.int64)
-            images = render_dogs(labels, self.image_size, seed=self.seed * 10 + offset)
-            splits[name] = Split(images, labels)
-        return splits
-
-    def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size}

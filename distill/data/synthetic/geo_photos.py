@@ -15,15 +15,11 @@ Image i of a split depends only on (seed, split, the split's places).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from distill.data.datamodule import Split
-from distill.data.geo_base import GeoArrayDataModule
-from distill.metrics.geolocation import EARTH_RADIUS_KM
+from distill.core.geodesy import EARTH_RADIUS_KM
 
-__all__ = ["CITIES", "SyntheticGeoDataModule", "place_features", "render_places", "sample_places"]
+__all__ = ["CITIES", "place_features", "render_places", "sample_places"]
 
 # (name, latitude, longitude, relative share of photos): a rough picture of where photos are taken.
 CITIES: tuple[tuple[str, float, float, float], ...] = (
@@ -233,40 +229,3 @@ def render_places(latlon: np.ndarray, size: int, seed: int | list[int]) -> np.nd
         rng = np.random.default_rng([*seed, chunk])
         images[start:start + _CHUNK] = _render_chunk(part[:, 0], part[:, 1], int(size), rng)
     return images
-
-
-class SyntheticGeoDataModule(GeoArrayDataModule):
-    """Geotagged synthetic photos: teacher_train and train (labelled with their S2 cell) and test splits.
-
-    The partition is built from the teacher_train and train places (PlaNet's t1, t2 scaled to the data's size);
-    training photos outside the kept cells are left out, test photos all kept (target -1 outside the cells).
-    """
-
-    def __init__(self, image_size: int = 48, num_teacher_train: int = 6000, num_train: int = 4000,
-                 num_test: int = 1500, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if int(image_size) < 16:
-            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
-        self.image_size = int(image_size)
-        self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
-        for name, count in self.sizes.items():
-            if count < 1:
-                raise ValueError(f"data.num_{name} must be positive, got {count}")
-
-    def fingerprint_parts(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
-                "partition": self.partition_settings(), "version": 1}
-
-    def build_splits(self) -> dict[str, Split]:
-        places = {name: sample_places(count, np.random.default_rng([self.seed, 3000 + offset]))
-                  for offset, (name, count) in enumerate(self.sizes.items())}
-        targets = self.label_places(places)
-        splits = {}
-        for offset, name in enumerate(self.sizes):
-            keep = self.kept(name, targets[name])
-            images = render_places(places[name][keep], self.image_size, seed=[self.seed, 10 + offset])
-            splits[name] = Split(images, targets[name][keep], extras={"latlon": places[name][keep]})
-        return splits
-
-    def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "image_size": self.image_size}

@@ -1,4 +1,5 @@
-"""Real face images on disk: identity folders (VGGFace2, CASIA-WebFace, LFW layout) and safe decoding.
+"""Real images on disk: identity / class folders (VGGFace2, CASIA-WebFace, LFW, ImageFolder layout), listing every
+image under a folder, and safe decoding.
 
 A corrupt or truncated file raises ``CorruptImageError`` naming it instead of an anonymous PIL error in a
 data-loader worker; ``scan_images`` checks a whole list up front and reports the bad ones.
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "CorruptImageError", "IdentityFolder", "load_image", "scan_images"]
+__all__ = ["IMAGE_EXTENSIONS", "CorruptImageError", "IdentityFolder", "list_image_files", "load_image", "scan_images"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
@@ -104,3 +105,15 @@ def scan_images(paths: Iterable[str | os.PathLike], strict: bool = True) -> tupl
         else:
             good.append(path)
     return good, bad
+
+
+def list_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Every image under ``root`` (any depth), sorted; extensions match case-insensitively."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found (or not a directory): {root}")
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    if not files:
+        raise ValueError(f"no images with extensions {sorted(wanted)} under {root}")
+    return files

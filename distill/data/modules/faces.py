@@ -1,6 +1,6 @@
 """Face-embedding data modules (facenet recipe): synthetic identities by default, real photographs by option.
 
-Both serve three splits (see ``distill.data.datamodule``):
+Both serve three splits (see ``distill.data.modules.base``):
 
 - ``teacher_train``: labelled identities, for fitting the teacher when no weights are given;
 - ``train``: the student's distillation images (labels kept where they exist, for a labels-only baseline);
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from distill.core.fingerprint import fingerprint
-from distill.data import synthetic_faces
 from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
                                       source_digest)
-from distill.data.datamodule import ArrayDataModule, Split
-from distill.data.image_files import CorruptImageError, IdentityFolder, load_image
-from distill.data.pairs import lfw_image_path, make_pairs, read_lfw_pairs
+from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.readers.image_files import CorruptImageError, IdentityFolder, load_image
+from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs
+from distill.data.synthetic import faces as synthetic_faces
 
 __all__ = ["FaceFolderDataModule", "SyntheticFacesDataModule", "data_cache_dir"]
 
@@ -48,7 +48,7 @@ def _derived_seed(seed: int, stream: int) -> int:
 
 
 class SyntheticFacesDataModule(ArrayDataModule):
-    """Synthetic people from ``distill.data.synthetic_faces``.
+    """Synthetic people from ``distill.data.synthetic.faces``.
 
     ``teacher_train``: ``num_identities`` people x ``images_per_identity`` renderings, labelled 0..K-1.
     ``train``: new renderings (``train_images_per_identity`` each) of the same people, with their labels, or,
@@ -216,7 +216,7 @@ def _deal_into_folds(pairs: list[tuple[int, int, bool]], num_folds: int) -> tupl
 class FaceFolderDataModule(ArrayDataModule):
     """Real faces: identity folders (VGGFace2 / CASIA-WebFace layout) to train on, LFW to test on.
 
-    ``root``: one sub-folder per identity (``distill.data.image_files.IdentityFolder``), the ``teacher_train``
+    ``root``: one sub-folder per identity (``distill.data.readers.image_files.IdentityFolder``), the ``teacher_train``
     split; ``max_identities`` / ``max_images_per_identity`` / ``min_images_per_identity`` select a subset
     (sorted order, so the choice is reproducible). ``train_root``: the student's images (an identity folder
     too); null: the teacher's images. ``lfw_root``: ``<name>/<name>_<n:04d>.jpg`` files; ``pairs_file``: LFW's

@@ -1,6 +1,6 @@
 """Face-attribute data modules (face_attributes recipe): synthetic faces by default, CelebA by option.
 
-Both serve three splits (see ``distill.data.datamodule``) with targets of shape (N, 40), uint8 0/1:
+Both serve three splits (see ``distill.data.modules.base``) with targets of shape (N, 40), uint8 0/1:
 
 - ``teacher_train``: labelled faces, for fitting the teacher when no weights are given;
 - ``train``: the student's faces, **served without labels** (``targets=None``): the student learns only from
@@ -8,8 +8,9 @@ Both serve three splits (see ``distill.data.datamodule``) with targets of shape 
   ``student_labels=true`` serves the labels too, for comparing with a ground-truth loss;
 - ``test``: labelled faces of other people, on which teacher and student are scored (mean AP).
 
-Building the arrays (rendering or decoding thousands of faces) takes a while, so they are kept on disk under
-``<cache dir>/faces/``, keyed by everything that determines them.
+The synthetic faces come from ``distill.data.synthetic.faces``; CelebA's lists are read by
+``distill.data.readers.celeba``. Building the arrays (rendering or decoding thousands of faces) takes a while, so
+they are kept on disk under ``<cache dir>/faces/``, keyed by everything that determines them.
 """
 
 from __future__ import annotations
@@ -17,158 +18,28 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.core.fingerprint import fingerprint
-from distill.data import synthetic_faces
-from distill.data.align import centre_crop
 from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
                                       source_digest)
-from distill.data.datamodule import ArrayDataModule, Split
-from distill.data.image_files import IMAGE_EXTENSIONS, CorruptImageError, load_image
+from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
+                                         read_celeba_partition)
+from distill.data.readers.image_files import list_image_files
+from distill.data.synthetic import faces as synthetic_faces
 
-__all__ = [
-    "CELEBA_PARTITIONS",
-    "CelebAAttributes",
-    "CelebADataModule",
-    "SyntheticAttributesDataModule",
-    "decode_images",
-    "list_image_files",
-    "read_celeba_attributes",
-    "read_celeba_partition",
-]
+__all__ = ["CelebADataModule", "SyntheticAttributesDataModule"]
 
 log = logging.getLogger(__name__)
 
-CELEBA_PARTITIONS: dict[str, int] = {"train": 0, "valid": 1, "test": 2}  # list_eval_partition.txt's codes
 _STREAMS = {"teacher_train": 11, "train": 12, "test": 13}  # random streams of the synthetic splits
 _REPORT_PATHS = 20  # paths listed in summary() per problem kind
 
 
-# ------------------------------------------------------------------------------------------------ files
-def list_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Every image under ``root`` (any depth), sorted; extensions match case-insensitively."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found (or not a directory): {root}")
-    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
-    if not files:
-        raise ValueError(f"no images with extensions {sorted(wanted)} under {root}")
-    return files
-
-
-def decode_images(paths: Sequence[Path], size: int, *, crop_fraction: float = 1.0, strict: bool = True,
-                  origins: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``paths`` to (size, size) centre crops; returns (images uint8 (M, size, size, 3), kept indices).
-
-    ``strict`` raises on a missing or undecodable file, naming it and ``origins[i]`` (where it was listed);
-    otherwise such files are skipped and left out of the kept indices.
-    """
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    kept: list[int] = []
-    for i, path in enumerate(paths):
-        try:
-            image = load_image(path)
-        except (FileNotFoundError, CorruptImageError) as error:
-            if strict:
-                where = f" (listed in {origins[i]})" if origins is not None else ""
-                raise type(error)(f"{error}{where}") from error
-            continue
-        images[len(kept)] = centre_crop(image, size, crop_fraction)
-        kept.append(i)
-    return images[: len(kept)], np.array(kept, dtype=np.int64)
-
-
-# ------------------------------------------------------------------------------------------ CelebA lists
-@dataclass(eq=False)
-class CelebAAttributes:
-    """``list_attr_celeba.txt``: attribute names, files, labels (N, K) uint8 0/1, and each row's line number."""
-
-    names: tuple[str, ...]
-    files: list[str]
-    labels: np.ndarray
-    lines: list[int]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-
-def read_celeba_attributes(path: str | os.PathLike) -> CelebAAttributes:
-    """Parse CelebA's attribute list: line 1 the image count, line 2 the attribute names, then one row per
-    image, ``<file> <one value per attribute, -1 or 1>``. Errors name the file and the line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"CelebA attribute list not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    if len(lines) < 2:
-        raise ValueError(f"{path}: expected the image count on line 1 and the attribute names on line 2, "
-                         f"got {len(lines)} line(s)")
-    try:
-        count = int(lines[0].strip())
-    except ValueError:
-        raise ValueError(f"{path} line 1: expected the number of images, got {lines[0].strip()[:60]!r}") from None
-    names = tuple(lines[1].split())
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"{path} line 2: expected distinct attribute names, got {lines[1].strip()[:120]!r}")
-    files: list[str] = []
-    rows: list[list[int]] = []
-    numbers: list[int] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != len(names) + 1:
-            raise ValueError(f"{path} line {number}: expected a file name and {len(names)} values (-1 or 1), "
-                             f"got {len(fields) - 1} value(s)")
-        name = fields[0]
-        if name in seen:
-            raise ValueError(f"{path} line {number}: {name} is listed twice (first on line {seen[name]})")
-        try:
-            values = [int(v) for v in fields[1:]]
-        except ValueError:
-            values = []
-        if len(values) != len(names) or any(v not in (-1, 1) for v in values):
-            bad = next((v for v in fields[1:] if v not in ("-1", "1")), "?")
-            raise ValueError(f"{path} line {number}: attribute values must be -1 or 1, got {bad!r}")
-        seen[name] = number
-        files.append(name)
-        rows.append(values)
-        numbers.append(number)
-    if len(files) != count:
-        raise ValueError(f"{path}: line 1 announces {count} images but {len(files)} rows follow")
-    labels = (np.array(rows, dtype=np.int8).reshape(len(files), len(names)) > 0).astype(np.uint8)
-    return CelebAAttributes(names=names, files=files, labels=labels, lines=numbers)
-
-
-def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
-    """Parse ``list_eval_partition.txt`` (``<file> <0|1|2>`` per line: train, valid, test) into {file: code}."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"CelebA partition list not found: {path}")
-    partition: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-                raise ValueError(f"{path} line {number}: expected '<file> <0|1|2>', got {line.strip()[:80]!r}")
-            if fields[0] in partition:
-                raise ValueError(f"{path} line {number}: {fields[0]} is listed twice")
-            partition[fields[0]] = int(fields[1])
-    if not partition:
-        raise ValueError(f"{path}: no '<file> <0|1|2>' rows")
-    return partition
-
-
-# ---------------------------------------------------------------------------------------- data modules
 class _AttributeDataModule(ArrayDataModule):
     """Shared parts: attribute names, hidden student labels, the extra unlabeled folder, the on-disk cache."""
 
@@ -259,7 +130,7 @@ class _AttributeDataModule(ArrayDataModule):
 
 
 class SyntheticAttributesDataModule(_AttributeDataModule):
-    """Synthetic faces (``distill.data.synthetic_faces``) with CelebA's 40 attributes, which drive the rendering.
+    """Synthetic faces (``distill.data.synthetic.faces``) with CelebA's 40 attributes, which drive the rendering.
 
     Each split renders its own people (``images_per_identity`` images each): ``num_teacher_train`` labelled
     faces for the teacher, ``num_train`` faces of other people for the student (labels withheld), ``num_test``

@@ -1,0 +1,209 @@
+"""Geolocation data modules (the planet recipe): synthetic geotagged photos by default, CSV-listed photos by option.
+
+What they share (``GeoArrayDataModule``): PlaNet's classes are the cells of an adaptive partition of the training
+photos' places (``distill.data.geo_cells``). A subclass gives each split's places; the base builds the partition
+from the teacher_train and train places, labels every photo with its cell (-1 outside the kept cells), leaves
+training photos outside the cells out (they have no class, as in PlaNet) and keeps every test photo (judged by its
+distance to the prediction, whatever its cell). Each split carries its places as ``extras["latlon"]`` (N, 2)
+degrees, which the geolocation task measures distances with.
+
+- ``SyntheticGeoDataModule``: photos rendered from their places (``distill.data.synthetic.geo_photos``);
+- ``GeoCSVDataModule``: ``path,lat,lon`` CSVs (``distill.data.readers.geo_csv``), images under a root; bad rows and
+  undecodable images are skipped (or rejected with ``strict``) and listed in ``summary()``, which the engine writes
+  to results.json ("data").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.data.geo_cells import S2Partition
+from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.readers.geo_csv import GeoRows, read_geo_csv
+from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.synthetic.geo_photos import render_places, sample_places
+
+__all__ = ["TRAINING_SPLITS", "GeoArrayDataModule", "GeoCSVDataModule", "SyntheticGeoDataModule"]
+
+log = logging.getLogger(__name__)
+
+TRAINING_SPLITS = ("teacher_train", "train")
+_REPORT_ROWS = 20  # skipped rows listed in summary()
+
+
+class GeoArrayDataModule(ArrayDataModule):
+    """Base of the geolocation data modules: ``t1``/``t2``/``max_level`` set the partition (PlaNet: 10000 / 50)."""
+
+    def __init__(self, t1: int = 10000, t2: int = 50, max_level: int = 30, **loader_args: Any) -> None:
+        super().__init__(**loader_args)
+        if int(t1) < 1:
+            raise ValueError(f"data.t1 must be >= 1 (the most photos a cell holds before it is split), got {t1}")
+        if not 1 <= int(t2) <= int(t1):
+            raise ValueError(f"data.t2 must lie in [1, data.t1={t1}] (the fewest photos a kept cell holds), got {t2}")
+        self.t1, self.t2, self.max_level = int(t1), int(t2), int(max_level)
+        self._partition: S2Partition | None = None
+        self._outside: dict[str, int] = {}
+
+    def partition_settings(self) -> dict[str, int]:
+        return {"t1": self.t1, "t2": self.t2, "max_level": self.max_level}
+
+    @property
+    def partition(self) -> S2Partition:
+        self.setup()
+        assert self._partition is not None, f"{type(self).__name__}.build_splits() did not call label_places()"
+        return self._partition
+
+    @property
+    def num_classes(self) -> int:
+        return self.partition.num_classes
+
+    def label_places(self, places: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Build the partition from the training splits' places; return every split's cell indices (-1: none)."""
+        training = [np.asarray(places[name], dtype=np.float64).reshape(-1, 2) for name in TRAINING_SPLITS
+                    if name in places]
+        if not training:
+            raise ValueError(f"{type(self).__name__}: no training split ({' or '.join(TRAINING_SPLITS)}) to build "
+                             f"the partition from")
+        coords = np.concatenate(training)
+        try:
+            self._partition = S2Partition.build(coords[:, 0], coords[:, 1], t1=self.t1, t2=self.t2,
+                                                max_level=self.max_level)
+        except ValueError as error:
+            raise ValueError(f"{type(self).__name__}: data.t1={self.t1}, data.t2={self.t2}: {error}") from error
+        targets = {}
+        for name, latlon in places.items():
+            latlon = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
+            targets[name] = self._partition.cell_of(latlon[:, 0], latlon[:, 1])
+            self._outside[name] = int((targets[name] < 0).sum())
+        return targets
+
+    @staticmethod
+    def kept(name: str, targets: np.ndarray) -> np.ndarray:
+        """Positions a split keeps: training photos inside a kept cell; every test photo."""
+        return np.nonzero(targets >= 0)[0] if name in TRAINING_SPLITS else np.arange(len(targets))
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes and the partition: cells, levels, and the photos outside it (left out of training)."""
+        partition = self.partition
+        return {**super().summary(), "cells": partition.num_classes, **self.partition_settings(),
+                "cell_levels": [int(partition.levels.min()), int(partition.levels.max())],
+                "outside_partition": dict(self._outside)}
+
+
+class GeoCSVDataModule(GeoArrayDataModule):
+    """Geotagged photos listed in CSV files; labelled by the S2 cell of their place.
+
+    ``python -m distill recipe=planet data=geo_csv data.root=/data/im2gps data.train_csv=train.csv
+    data.test_csv=test.csv`` (CSV paths relative to ``root`` unless absolute).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, train_csv: str | None = "train.csv",
+                 test_csv: str | None = "test.csv", teacher_train_csv: str | None = None, image_size: int = 96,
+                 strict: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if root is None:
+            raise ValueError("data.root is required: the folder the CSVs' image paths are relative to "
+                             "(python -m distill recipe=planet data=geo_csv data.root=...)")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root={self.root} is not a folder")
+        if int(image_size) < 1:
+            raise ValueError(f"data.image_size must be positive, got {image_size}")
+        self.image_size = int(image_size)
+        self.strict = bool(strict)
+        self.csv_files: dict[str, Path] = {}
+        for name, value in (("teacher_train", teacher_train_csv), ("train", train_csv), ("test", test_csv)):
+            if value is None and name != "teacher_train":
+                raise ValueError(f"data.{name}_csv is required (a 'path,lat,lon' CSV)")
+            if value is not None:
+                path = Path(value).expanduser()
+                self.csv_files[name] = path if path.is_absolute() else self.root / path
+        self._skipped: dict[str, list[str]] = {}
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        return {"root": str(self.root.resolve()), "csv": {k: str(v) for k, v in self.csv_files.items()},
+                "image_size": self.image_size, "strict": self.strict, "partition": self.partition_settings()}
+
+    def _decode(self, name: str, rows: GeoRows) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a split's images; a corrupt one is rejected (strict) or skipped and reported with its line."""
+        images = np.empty((len(rows.paths), self.image_size, self.image_size, 3), dtype=np.uint8)
+        kept = []
+        for position, (path, line) in enumerate(zip(rows.paths, rows.lines)):
+            try:
+                images[len(kept)] = load_image(path, self.image_size)
+            except (CorruptImageError, FileNotFoundError) as error:
+                if self.strict:
+                    raise CorruptImageError(f"{self.csv_files[name]}:{line}: {error}") from error
+                self._skipped[name].append(f"{self.csv_files[name].name}:{line}: {error}")
+                continue
+            kept.append(position)
+        return images[:len(kept)], np.asarray(kept, dtype=np.int64)
+
+    def build_splits(self) -> dict[str, Split]:
+        decoded = {}
+        for name, csv_path in self.csv_files.items():
+            rows = read_geo_csv(csv_path, self.root, strict=self.strict)
+            self._skipped[name] = list(rows.skipped)
+            images, kept = self._decode(name, rows)
+            if len(kept) == 0:
+                raise ValueError(f"{csv_path}: no usable rows (skipped {len(self._skipped[name])}; first: "
+                                 f"{self._skipped[name][0] if self._skipped[name] else 'none'})")
+            decoded[name] = (images, rows.latlon[kept])
+            if self._skipped[name]:
+                log.warning("%s: skipped %d bad rows, e.g. %s", csv_path, len(self._skipped[name]),
+                            "; ".join(self._skipped[name][:3]))
+        targets = self.label_places({name: latlon for name, (_, latlon) in decoded.items()})
+        splits = {}
+        for name, (images, latlon) in decoded.items():
+            keep = self.kept(name, targets[name])
+            splits[name] = Split(images[keep], targets[name][keep], extras={"latlon": latlon[keep]})
+        return splits
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes, partition, and the skipped rows (file:line: reason)."""
+        base = super().summary()
+        skipped = [row for rows in self._skipped.values() for row in rows]
+        return {**base, "image_size": self.image_size, "strict": self.strict, "skipped": len(skipped),
+                "skipped_rows": skipped[:_REPORT_ROWS]}
+
+
+class SyntheticGeoDataModule(GeoArrayDataModule):
+    """Geotagged synthetic photos: teacher_train and train (labelled with their S2 cell) and test splits.
+
+    The partition is built from the teacher_train and train places (PlaNet's t1, t2 scaled to the data's size);
+    training photos outside the kept cells are left out, test photos all kept (target -1 outside the cells).
+    """
+
+    def __init__(self, image_size: int = 48, num_teacher_train: int = 6000, num_train: int = 4000,
+                 num_test: int = 1500, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if int(image_size) < 16:
+            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
+        self.image_size = int(image_size)
+        self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
+        for name, count in self.sizes.items():
+            if count < 1:
+                raise ValueError(f"data.num_{name} must be positive, got {count}")
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
+                "partition": self.partition_settings(), "version": 1}
+
+    def build_splits(self) -> dict[str, Split]:
+        places = {name: sample_places(count, np.random.default_rng([self.seed, 3000 + offset]))
+                  for offset, (name, count) in enumerate(self.sizes.items())}
+        targets = self.label_places(places)
+        splits = {}
+        for offset, name in enumerate(self.sizes):
+            keep = self.kept(name, targets[name])
+            images = render_places(places[name][keep], self.image_size, seed=[self.seed, 10 + offset])
+            splits[name] = Split(images, targets[name][keep], extras={"latlon": places[name][keep]})
+        return splits
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "image_size": self.image_size}
