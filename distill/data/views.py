@@ -103,8 +103,9 @@ class ImageArrayDataset(Dataset):
 class ViewSampler(Sampler):
     """Yields (index, view) with view = epoch % num_views; shuffles with a seed per epoch; shards across ranks.
 
-    The order of an epoch depends only on (seed, epoch), so a run resumed at an epoch boundary sees exactly the
-    batches an uninterrupted run would. Under torch.distributed each rank takes every world_size-th index of the
+    The order of an epoch depends only on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
+    run would: at an epoch boundary as it is, and inside an epoch after ``resume_at(epoch, samples)``, which makes
+    the next pass over that epoch skip the samples already trained on. Under torch.distributed each rank takes every world_size-th index of the
     same permutation (padded to a multiple of world_size, like DistributedSampler).
     """
 
@@ -129,9 +130,14 @@ class ViewSampler(Sampler):
         self.epoch = 0
         self._rank = rank
         self._world_size = world_size
+        self._skip: tuple[int, int] | None = None  # (epoch, samples of this rank's shard to skip once)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        """Skip the first ``samples`` of this rank's shard the next time ``epoch`` is iterated (a mid-epoch resume)."""
+        self._skip = (int(epoch), int(samples)) if samples > 0 else None
 
     def _shard(self) -> tuple[int, int]:
         if self._world_size is not None:
@@ -154,4 +160,8 @@ class ViewSampler(Sampler):
         total = math.ceil(self.num_samples / world_size) * world_size
         order = (order * math.ceil(total / len(order)))[:total]
         view = self.epoch % self.num_views
-        return iter([(index, view) for index in order[rank::world_size]])
+        shard = order[rank::world_size]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            shard = shard[self._skip[1]:]
+            self._skip = None
+        return iter([(index, view) for index in shard])

@@ -59,6 +59,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.teacher_resolution: int | None = None
         self._splits: dict[str, Split] | None = None
+        self._resume: tuple[int, int] | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
     def build_splits(self) -> dict[str, Split]:
@@ -114,8 +115,10 @@ class ArrayDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
 
-    def _loader(self, dataset: ImageArrayDataset, *, shuffle: bool, batch_size: int, views: int = 1) -> DataLoader:
-        sampler = ViewSampler(len(dataset), views, shuffle=shuffle, seed=self.seed)
+    def _loader(self, dataset: ImageArrayDataset, *, shuffle: bool, batch_size: int, views: int = 1,
+                shard: bool = True) -> DataLoader:
+        sampler = ViewSampler(len(dataset), views, shuffle=shuffle, seed=self.seed,
+                              **({} if shard else {"rank": 0, "world_size": 1}))
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -127,7 +130,15 @@ class ArrayDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """The student's training data, views cycling with the epoch (teacher outputs cacheable per view)."""
         dataset = self.dataset("train", with_teacher_image=True)
-        return self._loader(dataset, shuffle=True, batch_size=self.batch_size, views=self.num_views)
+        loader = self._loader(dataset, shuffle=True, batch_size=self.batch_size, views=self.num_views)
+        if self._resume is not None:
+            loader.sampler.resume_at(self._resume[0], self._resume[1] * self.batch_size)
+            self._resume = None
+        return loader
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next training loader skips the ``batches`` of ``epoch`` already trained on (a mid-epoch resume)."""
+        self._resume = (int(epoch), int(batches))
 
     def view_dataloader(self, view: int) -> DataLoader:
         """All training samples of one augmentation view, in order: what the teacher-output cache is built from."""
@@ -137,12 +148,14 @@ class ArrayDataModule(pl.LightningDataModule):
                           num_workers=0)
 
     def teacher_train_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        """Labelled data at the teacher's resolution, for fitting a teacher when no weights are given."""
+        """Labelled data at the teacher's resolution, for fitting a teacher when no weights are given (by one process:
+        never sharded by rank)."""
         name = "teacher_train" if self.has_split("teacher_train") else "train"
         dataset = self.dataset(name, resolution=self.teacher_resolution or self.resolution)
         if dataset.targets is None:
             raise ValueError(f"{type(self).__name__}: split '{name}' has no labels to fit a teacher on")
-        return self._loader(dataset, shuffle=True, batch_size=batch_size or self.batch_size, views=1_000_000)
+        return self._loader(dataset, shuffle=True, batch_size=batch_size or self.batch_size, views=1_000_000,
+                            shard=False)
 
     def eval_dataloader(self, name: str = "test", *, resolution: int | None = None) -> DataLoader:
         dataset = self.dataset(name, resolution=resolution, augment=False)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from distill.core.fingerprint import fingerprint
 from distill.core.paths import default_cache_dir
 from distill.data.readers.coco import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
+from distill.data.views import ViewSampler
 from distill.data.synthetic.coco_scenes import GENERATOR_VERSION, write_synthetic_coco
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
@@ -51,6 +52,7 @@ class CocoDataModule(pl.LightningDataModule):
         self.num_workers, self.flip, self.seed = int(num_workers), bool(flip), int(seed)
         self.splits: dict[str, list[CocoImage]] = {}
         self.index: CocoIndex | None = None
+        self._resume: tuple[int, int] | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -99,18 +101,31 @@ class CocoDataModule(pl.LightningDataModule):
                 "classes": self.num_classes, "class_names": self.class_names, "ann_file": str(self.ann_file)}
 
     # --- loaders ------------------------------------------------------------------------------------------------
-    def _loader(self, split: str, *, train: bool, batch_size: int | None = None) -> DataLoader:
+    def _loader(self, split: str, *, train: bool, batch_size: int | None = None, shard: bool = True) -> DataLoader:
+        """Training order and flips are functions of (seed, epoch): the view of an image is the epoch."""
         self.setup()
-        dataset = CocoDetectionDataset(self.splits[split], flip=self.flip and train)
+        dataset = CocoDetectionDataset(self.splits[split], flip=self.flip and train, seed=self.seed)
+        sampler = None
+        if train:
+            sampler = ViewSampler(len(dataset), 1_000_000, shuffle=True, seed=self.seed,
+                                  **({} if shard else {"rank": 0, "world_size": 1}))
+            if self._resume is not None and split == "train":
+                sampler.resume_at(self._resume[0], self._resume[1] * self.batch_size)
+                self._resume = None
         return DataLoader(dataset, batch_size=int(batch_size or (self.batch_size if train else self.eval_batch_size)),
-                          shuffle=train, drop_last=False, num_workers=self.num_workers,
+                          sampler=sampler, shuffle=False, drop_last=False, num_workers=self.num_workers,
                           collate_fn=collate_detection, persistent_workers=False)
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next training loader skips the ``batches`` of ``epoch`` already trained on (a mid-epoch resume)."""
+        self._resume = (int(epoch), int(batches))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
     def teacher_train_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        return self._loader("teacher_train", train=True, batch_size=batch_size)
+        """One process fits the teacher: its loader is never sharded by rank."""
+        return self._loader("teacher_train", train=True, batch_size=batch_size, shard=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)

@@ -153,18 +153,24 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
 class CocoDetectionDataset(Dataset):
     """(image float (3, H, W) in 0..1, target {"boxes" xyxy, "labels", "image_id", "crowd_boxes", "crowd_labels"}).
 
-    ``flip``: random horizontal flips (training; drawn from torch's seeded generator); the detectors resize and
-    normalise the images themselves.
+    ``flip``: horizontal flips for training, a function of (seed, view, index) like every augmentation here, so a
+    resumed run sees the very images an uninterrupted one would; an item is an index or an (index, view) pair.
+    The detectors resize and normalise the images themselves.
     """
 
-    def __init__(self, images: list[CocoImage], *, flip: bool = False):
+    def __init__(self, images: list[CocoImage], *, flip: bool = False, seed: int = 0):
         self.images = list(images)
         self.flip = bool(flip)
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def flipped(self, index: int, view: int) -> bool:
+        return self.flip and bool(np.random.default_rng([self.seed, view, index]).random() < 0.5)
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, view = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), 0)
         record = self.images[index]
         try:
             with Image.open(record.path) as handle:
@@ -176,7 +182,7 @@ class CocoDetectionDataset(Dataset):
                              f"its annotation file says {record.width}x{record.height}")
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
         boxes, crowd = torch.from_numpy(record.boxes.copy()), torch.from_numpy(record.crowd_boxes.copy())
-        if self.flip and torch.rand(()) < 0.5:
+        if self.flipped(index, view):
             image = image.flip(-1)
             boxes = torch.stack([record.width - boxes[:, 2], boxes[:, 1], record.width - boxes[:, 0], boxes[:, 3]], 1)
             crowd = torch.stack([record.width - crowd[:, 2], crowd[:, 1], record.width - crowd[:, 0], crowd[:, 3]], 1)
