@@ -1,6 +1,6 @@
 """distill: knowledge distillation into MobileNet students, one recipe per application of the MobileNet paper."""
 
-from distill.checkpoint import load_student
+from distill.models.checkpoint import load_student
 
 __all__ = ["load_student", "__version__"]
 

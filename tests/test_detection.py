@@ -10,14 +10,14 @@ import torch
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.ssd import SSD
 
-from distill.cost import profile
-from distill.detection.backbones import build_trunk
-from distill.detection.checkpoint import load_detector, save_detector
-from distill.detection.cost import detector_cost, table_13_rows
-from distill.detection.detectors import build_detector
-from distill.detection.evaluate import mean_average_precision
-from distill.detection.imitation import FeatureImitation, object_mask, rpn_head_imitation, ssd_head_imitation
-from distill.detection.module import DetectionDistillModule
+from distill import load_student
+from distill.core.cost import profile
+from distill.losses.detection import FeatureImitation, object_mask, rpn_head_imitation, ssd_head_imitation
+from distill.metrics.detection import mean_average_precision
+from distill.models.checkpoint import read_student_checkpoint, save_student
+from distill.models.detection.backbones import build_trunk
+from distill.models.detection.cost import detector_cost, table_13_rows
+from distill.models.detection.detectors import build_detector
 
 pytest.importorskip("pycocotools")
 
@@ -190,6 +190,8 @@ def test_head_imitation_on_hand_made_anchors():
 
 @pytest.mark.parametrize("kind", ["ssd", "faster_rcnn"])
 def test_distillation_step_trains_student_and_adapters_never_the_teacher(kind):
+    from distill.detection.module import DetectionDistillModule  # the engine's; imported here while it moves
+
     torch.manual_seed(0)
     options = {"first_stride": 8} if kind == "ssd" else {**FAST_RCNN, "roi_output_size": 7}
     make = functools.partial(build_detector, kind, num_classes=2, size=96, options=options)
@@ -218,17 +220,44 @@ def test_distillation_step_trains_student_and_adapters_never_the_teacher(kind):
 
 
 def test_detector_checkpoint_round_trip(tmp_path):
+    """A detector is saved like any student (builder build_detector, its arguments) and loads in eval mode."""
     torch.manual_seed(0)
     detector = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=2, size=64,
                               backbone_kwargs={"width_multiplier": 0.25}, options={"roi_output_size": 7})
-    path = save_detector(tmp_path / "student.ckpt", detector, meta={"resolution": 64})
-    loaded = load_detector(path)
-    assert loaded.spec == detector.spec and loaded.distill_meta == {"resolution": 64} and not loaded.training
+    path = save_student(tmp_path / "student.ckpt", detector, "distill.models.detection.build_detector", detector.spec,
+                        meta={"resolution": 64, "class_names": ["circle", "square"]})
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["builder"] == "distill.models.detection.detectors.build_detector" and payload["version"] == 2
+    assert payload["kwargs"]["options"] == {"roi_output_size": 7} and payload["kwargs"]["kind"] == "faster_rcnn"
+    loaded = load_student(path)
+    assert isinstance(loaded, FasterRCNN) and not loaded.training and loaded.spec == detector.spec
+    assert loaded.distill_meta == {"resolution": 64, "class_names": ["circle", "square"]}
+    images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))]
+    with torch.no_grad():
+        (got,), (want,) = loaded(images), detector.eval()(images)
+    assert set(got) == {"boxes", "labels", "scores"} and len(want["boxes"]) > 0
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(got[key], want[key]), key
+
+
+def test_detector_files_of_the_previous_format_still_load(tmp_path):
+    """student.ckpt of the coco recipe before the one format: {"format": "distill.detector", "detector": spec}."""
+    torch.manual_seed(0)
+    detector = build_detector("ssd", backbone="mobilenet_v1", num_classes=2, size=64,
+                              backbone_kwargs={"width_multiplier": 0.25}).eval()
+    torch.save({"format": "distill.detector", "version": 1, "detector": detector.spec,
+                "state_dict": detector.state_dict(), "meta": {"resolution": 64}}, tmp_path / "old.ckpt")
+    payload = read_student_checkpoint(tmp_path / "old.ckpt")
+    assert payload["builder"] == "distill.models.detection.detectors.build_detector" and payload["version"] == 1
+    loaded = load_student(tmp_path / "old.ckpt")
+    assert isinstance(loaded, SSD) and not loaded.training and loaded.distill_meta == {"resolution": 64}
     image = torch.rand(3, 64, 64)
     with torch.no_grad():
-        features = detector.eval().backbone(image[None]), loaded.backbone(image[None])
-    assert torch.equal(*features)
-    assert math.isclose(sum(p.sum().item() for p in detector.parameters()), sum(p.sum().item() for p in loaded.parameters()))
-    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.ckpt is not a readable detector checkpoint"):
-        load_detector(tmp_path / "junk.ckpt")
+        assert torch.equal(loaded.backbone(image[None])["0"], detector.backbone(image[None])["0"])
+        (got,), (want,) = loaded([image]), detector([image])
+    assert len(want["boxes"]) > 0 and torch.equal(got["boxes"], want["boxes"])
+    torch.save({"format": "distill.detector", "version": 2, "detector": detector.spec, "state_dict": {}},
+               tmp_path / "newer.ckpt")
+    with pytest.raises(ValueError, match=r"newer.ckpt is not a distill student checkpoint.*detector checkpoint of "
+                                         r"version 2; this distill reads version 1"):
+        load_student(tmp_path / "newer.ckpt")

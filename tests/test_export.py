@@ -1,4 +1,5 @@
-"""ONNX / TorchScript export of a student checkpoint: outputs equal PyTorch's, dynamic batch, atomic writes, errors."""
+"""ONNX / TorchScript export of a student checkpoint: outputs equal PyTorch's, dynamic batch, atomic writes, errors;
+detector students (SSD, Faster R-CNN) scripted and traced with the same boxes, scores and labels as PyTorch."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 import torch
 
 from distill import export
-from distill.checkpoint import CheckpointError, save_student
 from distill.export import ExportError, export_student, main
 from distill.models import MobileNetV1
+from distill.models.checkpoint import CheckpointError, save_student
+from distill.models.detection import build_detector
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
 
@@ -54,7 +56,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, student):
-    return save_student(tmp_path_factory.mktemp("run") / "student.ckpt", student, "mobilenet_v1", KWARGS, meta=META)
+    return save_student(tmp_path_factory.mktemp("run") / "student.ckpt", student, MobileNetV1, KWARGS, meta=META)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_torchscript_matches_pytorch_on_a_batch_of_three(checkpoint, student, ba
 
 
 def test_resolution_override_and_output_folder(tmp_path, student):
-    ckpt = save_student(tmp_path / "student.ckpt", student, "mobilenet_v1", KWARGS, meta={})
+    ckpt = save_student(tmp_path / "student.ckpt", student, MobileNetV1, KWARGS, meta={})
     with pytest.raises(ValueError, match="resolution"):
         export_student(ckpt, "torchscript")  # meta has no resolution and none is given
     folder = tmp_path / "exports"
@@ -164,3 +166,122 @@ def test_bad_inputs(tmp_path, checkpoint, capsys):
         main([str(tmp_path / "missing.ckpt")])
     assert exited.value.code == 1
     assert "student checkpoint not found" in capsys.readouterr().err
+
+
+def test_out_equal_to_the_checkpoint_is_refused(tmp_path, student, capsys):
+    ckpt = save_student(tmp_path / "student.ckpt", student, MobileNetV1, KWARGS, meta=META)
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match=r"would overwrite its input checkpoint .*student\.ckpt; choose another --out"):
+        export_student(ckpt, "torchscript", out=ckpt)
+    named_pt = save_student(tmp_path / "weights.pt", student, MobileNetV1, KWARGS, meta=META)
+    with pytest.raises(ValueError, match=r"would overwrite its input checkpoint .*weights\.pt"):
+        export_student(named_pt, "torchscript")  # the default output, weights.pt, is the checkpoint itself
+    with pytest.raises(SystemExit) as exited:
+        main([str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "." / "student.ckpt")])
+    assert exited.value.code == 1 and "would overwrite" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["student.ckpt", "weights.pt"]
+
+
+# --- detectors ------------------------------------------------------------------------------------------------------
+DETECTOR_SIZE = 64
+DETECTOR_OPTIONS = {"ssd": {}, "faster_rcnn": {"roi_output_size": 7, "rpn_pre_nms_top_n_test": 200,
+                                               "rpn_post_nms_top_n_test": 50}}
+
+
+def _detector(kind: str) -> torch.nn.Module:
+    """A 0.25 MobileNetV1 detector whose BatchNorm statistics are estimated on (normalised) random images and whose
+    class predictor is widened, so that it gives many detections of both classes with distinct scores."""
+    torch.manual_seed(0)
+    detector = build_detector(kind, backbone="mobilenet_v1", num_classes=2, size=DETECTOR_SIZE,
+                              backbone_kwargs={"width_multiplier": 0.25}, options=DETECTOR_OPTIONS[kind])
+    for module in detector.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():
+        detector.train()
+        maps = detector.backbone(detector.transform(list(torch.rand(8, 3, DETECTOR_SIZE, DETECTOR_SIZE)))[0].tensors)
+        if kind == "faster_rcnn":
+            detector.roi_heads.box_head(maps)  # the stride-32 stage runs on region crops: its statistics too
+        for parameter in (detector.head if kind == "ssd" else detector.roi_heads.box_predictor).parameters():
+            parameter.normal_(0.0, 0.1)
+    return detector.eval()
+
+
+@pytest.fixture(scope="module", params=["ssd", "faster_rcnn"])
+def detector_checkpoint(request, tmp_path_factory):
+    detector = _detector(request.param)
+    meta = {"resolution": DETECTOR_SIZE, "task": "detection", "class_names": ["circle", "square"]}
+    path = save_student(tmp_path_factory.mktemp(request.param) / "student.ckpt", detector, build_detector,
+                        detector.spec, meta=meta)
+    return request.param, detector, path
+
+
+def _assert_same_detections(actual, expected, size: int = DETECTOR_SIZE):
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected):
+        assert set(got) == {"boxes", "scores", "labels"}
+        assert len(want["boxes"]) >= 10 and set(want["labels"].tolist()) == {1, 2}  # a real comparison
+        assert torch.equal(got["labels"].long(), want["labels"])
+        assert torch.allclose(got["boxes"], want["boxes"], atol=1e-4 * size, rtol=0)
+        assert torch.allclose(got["scores"], want["scores"], atol=1e-4, rtol=0)
+
+
+def test_detector_torchscript_gives_pytorchs_detections(detector_checkpoint, capsys):
+    kind, detector, ckpt = detector_checkpoint
+    out = ckpt.with_name("detector.pt")
+    assert main([str(ckpt), "--format", "torchscript", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(str(out))
+    extra = {"distill_meta.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["distill_meta.json"])["class_names"] == ["circle", "square"]
+    generator = torch.Generator().manual_seed(5)
+    # a list of images of any size, like the eager detector (the detector resizes them itself)
+    images = [torch.rand(3, DETECTOR_SIZE, DETECTOR_SIZE, generator=generator),
+              torch.rand(3, 80, 96, generator=generator)]
+    with torch.no_grad():
+        _assert_same_detections(scripted(images), detector(images), size=96)
+    assert sorted(os.listdir(out.parent)) == ["detector.pt", "student.ckpt"]
+
+
+def test_detector_onnx_gives_pytorchs_detections(detector_checkpoint):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    kind, detector, ckpt = detector_checkpoint
+    path = export_student(ckpt, "onnx")
+    assert path == ckpt.with_suffix(".onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (image_input,) = session.get_inputs()
+    assert image_input.name == "image" and image_input.shape == [3, DETECTOR_SIZE, DETECTOR_SIZE]
+    names = [output.name for output in session.get_outputs()]
+    assert sorted(names) == ["boxes", "labels", "scores"]
+    image = torch.rand(3, DETECTOR_SIZE, DETECTOR_SIZE, generator=torch.Generator().manual_seed(6))
+    outputs = dict(zip(names, session.run(None, {"image": image.numpy()})))
+    with torch.no_grad():
+        _assert_same_detections([{k: torch.from_numpy(v) for k, v in outputs.items()}], detector([image]))
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["distill_meta"])["resolution"] == DETECTOR_SIZE
+
+
+def test_detector_export_failures_are_clear_and_leave_nothing(detector_checkpoint, tmp_path, monkeypatch):
+    kind, _, ckpt = detector_checkpoint
+    name = "SSD" if kind == "ssd" else "FasterRCNN"
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'torchvision::nms' to ONNX opset version 20 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    with pytest.raises(ExportError, match=rf"ONNX export of {name} is not supported by this PyTorch / torchvision "
+                                          r"\(RuntimeError: .*torchvision::nms.*\); use --format torchscript"):
+        export_student(ckpt, "onnx", out=tmp_path / "student.onnx")
+    real_run = export._run_torchscript
+
+    def shifted(path, images):
+        return [{**d, "boxes": d["boxes"] + 1.0} for d in real_run(path, images)]
+
+    monkeypatch.setattr(export, "_run_torchscript", shifted)
+    with pytest.raises(ExportError, match=r"student.pt: exported detector's boxes differ from PyTorch by 1 .*file not "
+                                          r"written"):
+        export_student(ckpt, "torchscript", out=tmp_path / "student.pt")
+    with pytest.raises(ValueError, match="detector ONNX export needs opset >= 11"):
+        export_student(ckpt, "onnx", out=tmp_path / "student.onnx", opset=10)
+    assert os.listdir(tmp_path) == []

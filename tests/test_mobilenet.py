@@ -1,13 +1,15 @@
-"""MobileNetV1 against the paper: cost tables (1, 2, 4, 5, 6, 7), structure, API, and the student factory."""
+"""MobileNetV1 against the paper: cost tables (1, 2, 4, 5, 6, 7), structure, API, the student factory and its
+registration with timm (mobilenet_v1_100 .. mobilenet_v1_025)."""
 
 import math
 
 import pytest
+import timm
 import torch
 from torch import nn
 
 from distill.cost import profile
-from distill.models import MobileNetV1, create_student, list_students
+from distill.models import MobileNetV1, create_student, list_students, timm_models
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 RESOLUTIONS = (224, 192, 160, 128)
@@ -279,3 +281,57 @@ def test_create_student_errors():
         create_student("resnet18", foo=1)
     with pytest.raises(ValueError, match="non-empty string"):
         create_student("")
+
+
+def test_create_student_takes_a_width_for_our_timm_names():
+    net = create_student("mobilenet_v1_050", width_multiplier=0.25, num_classes=10)
+    assert isinstance(net, MobileNetV1) and net.config["width_multiplier"] == 0.25 and net.num_classes == 10
+
+
+# ---------------------------------------------------------------- registered with timm
+
+
+def test_timm_builds_the_paper_mobilenet_by_name():
+    net = timm.create_model("mobilenet_v1_050")
+    assert type(net) is MobileNetV1 and net.config == MobileNetV1(width_multiplier=0.5).config
+    ours, reference = profile(net.eval(), (3, 224, 224)), cost(0.5, 224)
+    assert (ours.mult_adds, ours.params) == (reference.mult_adds, reference.params)
+    assert ours.mult_adds_m == pytest.approx(149.5, rel=0.005)  # Table 6: 149M mult-adds, 1.3M params
+    assert ours.params / 1e6 == pytest.approx(EXACT_PARAMS_M[0.5], rel=0.005)
+    for name, width in (("mobilenet_v1_100", 1.0), ("mobilenet_v1_075", 0.75), ("mobilenet_v1_025", 0.25)):
+        assert timm.create_model(name, num_classes=0).config["width_multiplier"] == width
+
+
+def test_a_width_argument_overrides_the_timm_names_width():
+    torch.manual_seed(0)
+    from_timm = timm.create_model("mobilenet_v1_100", width_multiplier=0.25, num_classes=7, drop_rate=0.1)
+    torch.manual_seed(0)
+    direct = MobileNetV1(width_multiplier=0.25, num_classes=7, dropout=0.1)
+    assert from_timm.config == direct.config
+    state, expected = from_timm.state_dict(), direct.state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(from_timm.eval()(images), direct.eval()(images))
+
+
+def test_timm_registration_is_ours_and_leaves_timms_mobilenetv1_alone():
+    assert timm.list_models("mobilenet_v1_*") == ["mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v1_075",
+                                                  "mobilenet_v1_100"]
+    for name in timm.list_models("mobilenet_v1_*"):
+        assert timm.models.model_entrypoint(name).__module__ == "distill.models.timm_models"
+        assert name not in timm.list_pretrained()
+    # timm's own MobileNetV1 (no underscore before v1) is still timm's and a different network
+    assert timm.models.model_entrypoint("mobilenetv1_100").__module__.startswith("timm.")
+    assert not isinstance(timm.create_model("mobilenetv1_100", num_classes=10), MobileNetV1)
+    with pytest.raises(ValueError, match="ships no pretrained MobileNetV1 weights"):
+        timm.create_model("mobilenet_v1_100", pretrained=True)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['img_size'\]"):
+        timm.create_model("mobilenet_v1_050", img_size=224)
+
+    def resnet18(pretrained=False, **kwargs):
+        return MobileNetV1(**kwargs)
+
+    with pytest.raises(RuntimeError, match="timm already has a model named 'resnet18'.*will not overwrite it"):
+        timm_models._register_with_timm(resnet18)
+    assert timm.models.model_entrypoint("resnet18").__module__.startswith("timm.")

@@ -14,6 +14,8 @@ import numbers
 import torch
 from torch import nn
 
+from distill.models.registry import register_builder
+
 __all__ = ["MobileNetV1", "ConvBnReLU", "DepthwiseSeparable"]
 
 STEM_CHANNELS = 32
@@ -96,6 +98,7 @@ def _check_args(width_multiplier, num_classes, separable, in_chans, dropout, dep
         )
 
 
+@register_builder
 class MobileNetV1(nn.Module):
     """MobileNetV1 of Table 1 with width multiplier, full-conv baseline and shallow variant.
 

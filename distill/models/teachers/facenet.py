@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from facenet_pytorch import InceptionResnetV1
 from torch import nn
 
+from distill.models.registry import register_builder
+
 __all__ = [
     "EMBEDDING_DIM",
     "PRETRAINED_FILES",
@@ -81,6 +83,7 @@ def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         raise ValueError(f"{path}: not an InceptionResnetV1 state dict; " + "; ".join(problems))
 
 
+@register_builder
 def build_facenet_teacher(weights: str | os.PathLike | None = None, num_classes: int | None = None,
                           pretrained_name: str = "vggface2", dropout_prob: float = 0.6) -> InceptionResnetV1:
     """InceptionResnetV1 whose forward gives the 512-d L2-normalised embedding (``classify=False``).

@@ -8,11 +8,13 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from distill.models.registry import register_builder
 from distill.models.teachers.weights import load_weights_file
 
 __all__ = ["build_timm_teacher"]
 
 
+@register_builder
 def build_timm_teacher(model_name: str, num_classes: int | None = None, weights: str | os.PathLike | None = None,
                        **kwargs) -> nn.Module:
     """``timm.create_model(model_name, pretrained=False)``; ``weights`` is a local state-dict file to load."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import timm
 from torch import nn
 
-from distill.models import MobileNetV1
+from distill.models.mobilenet import MobileNetV1
 
 __all__ = ["Trunk", "build_trunk", "mobilenet_v1_trunk", "timm_resnet_trunk", "BACKBONES"]
 

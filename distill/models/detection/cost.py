@@ -1,4 +1,4 @@
-"""Mult-adds and parameters of a detector in the paper's convention (``distill.cost.profile``).
+"""Mult-adds and parameters of a detector in the paper's convention (``distill.core.cost.profile``).
 
 ``profile`` can run a torchvision detector end to end, but the work of Faster R-CNN's box head then depends on
 how many proposals survive non-maximum suppression on the probe image (few on a blank one). The paper counts the
@@ -14,8 +14,8 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.ssd import SSD
 
-from distill.cost import CostProfile, profile
-from distill.detection.detectors import backbone_maps
+from distill.core.cost import CostProfile, profile
+from distill.models.detection.detectors import backbone_maps, build_detector
 
 __all__ = ["DetectorCostPath", "detector_cost", "table_13_rows"]
 
@@ -56,8 +56,6 @@ def detector_cost(detector: nn.Module, size: int, num_proposals: int | None = No
 
 def table_13_rows(num_classes: int = 90, width_multiplier: float = 1.0) -> list[dict]:
     """Our cost of the paper's three MobileNet detectors (COCO's 90 classes) beside the paper's figures."""
-    from distill.detection.detectors import build_detector
-
     rows = []
     for kind, size, paper_map, paper_mult_adds, paper_params in PAPER_TABLE_13_MOBILENET:
         detector = build_detector(kind, backbone="mobilenet_v1", num_classes=num_classes, size=size,
@@ -69,7 +67,7 @@ def table_13_rows(num_classes: int = 90, width_multiplier: float = 1.0) -> list[
 
 
 def main() -> None:
-    """``python -m distill.detection.cost``: the MobileNet rows of Table 13, our count beside the paper's."""
+    """``python -m distill.models.detection.cost``: the MobileNet rows of Table 13, our count beside the paper's."""
     print("| framework | input | B mult-adds (ours / paper) | M params (ours / paper) | paper mAP |")
     print("|---|---|---|---|---|")
     for row in table_13_rows():

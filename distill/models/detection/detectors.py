@@ -17,15 +17,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FasterRCNN
-from torchvision.models.detection.ssd import SSD
-from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.ssd import SSDScoringHead
+from torchvision.models.detection.anchor_utils import (
+    AnchorGenerator,
+    DefaultBoxGenerator,
+)
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor
+from torchvision.models.detection.ssd import SSD, SSDScoringHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from distill.detection.backbones import Trunk, build_trunk
+from distill.models.detection.backbones import Trunk, build_trunk
 from distill.models.mobilenet import ConvBnReLU
+from distill.models.registry import register_builder
 
 __all__ = ["DETECTOR_KINDS", "SSD_OPTIONS", "FASTER_RCNN_OPTIONS", "SSDFeatures", "SingleMapBackbone",
            "TopBoxHead", "build_ssd", "build_faster_rcnn", "build_detector", "backbone_maps"]
@@ -86,14 +88,20 @@ class SSDFeatures(nn.Module):
         self.extras = nn.ModuleList(extras)
         self.out_channels = channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Written for TorchScript too (a student exports with torch.jit.script): typed list, no generator expression.
         early = self.early(x)
-        maps = [early] if self.first_stride == 8 else []
+        maps: list[torch.Tensor] = []
+        if self.first_stride == 8:
+            maps.append(early)
         maps.append(self.body(early))
         maps.append(self.top(maps[-1]))
         for extra in self.extras:
             maps.append(extra(maps[-1]))
-        return OrderedDict((str(i), m) for i, m in enumerate(maps))
+        out: dict[str, torch.Tensor] = OrderedDict()
+        for index, level in enumerate(maps):
+            out[str(index)] = level
+        return out
 
 
 class _SSDBoxPredictor(nn.Module):
@@ -179,6 +187,7 @@ def build_faster_rcnn(trunk: Trunk, num_classes: int, size: int, *, anchor_sizes
     )
 
 
+@register_builder
 def build_detector(kind: str, *, backbone: str, num_classes: int, size: int,
                    backbone_kwargs: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> nn.Module:
     """A detector from plain data; ``detector.spec`` keeps the arguments (what a checkpoint stores to rebuild it).
