@@ -3,10 +3,11 @@
     python -m distill.export outputs/.../student.ckpt --format onnx          # -> outputs/.../student.onnx
     python -m distill.export outputs/.../student.ckpt --format torchscript   # -> outputs/.../student.pt
 
-Classifiers and embedders: the model is traced with dummy images at the checkpoint's resolution (``meta["resolution"]``). It takes
-one input ``image`` (B, 3, R, R), normalised as in training (``meta["mean"]``/``meta["std"]``), and gives
-one output ``output``; the ONNX graph keeps the batch dimension B dynamic. ONNX uses PyTorch's
-``torch.export``-based exporter, which needs the ``onnxscript`` package (``pip install "distill[export]"``).
+Classifiers and embedders: the model is traced with dummy images at the checkpoint's resolution
+(``meta["resolution"]``). It takes one input ``image`` (B, 3, R, R), normalised as in training
+(``meta["mean"]``/``meta["std"]``), and gives one output ``output``; the ONNX graph keeps the batch dimension B
+dynamic. ONNX uses PyTorch's ``torch.export``-based exporter, which needs the ``onnxscript`` package
+(``pip install "distill[export]"``).
 
 The file is written under a temporary name, run once on a random batch and compared with the PyTorch
 student, and renamed into place only when the outputs agree: max abs difference <= ``tolerance`` (1e-4)
@@ -24,8 +25,9 @@ Detectors (torchvision SSD / Faster R-CNN students of the coco recipe) take imag
   resolution and gives the detector's outputs by name (``boxes``, ``scores``, ``labels``, in its order).
 
 Both are verified on random images: the same number of detections, equal labels, and boxes and scores within
-the tolerance above (relative to the largest box coordinate / score). Any other detector type, or an ONNX graph
-that does not reproduce the detector, raises ExportError and writes nothing.
+the tolerance above (relative to the largest box coordinate / score). A detector that cannot be scripted or
+exported, or whose exported file does not reproduce it, raises ExportError (the ONNX one suggests torchscript)
+and writes nothing.
 """
 
 from __future__ import annotations
