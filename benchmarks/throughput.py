@@ -38,7 +38,7 @@ from distill.losses import EmbeddingMSELoss
 from distill.models import create_student
 from distill.models.teachers.facenet import EMBEDDING_DIM, build_facenet_teacher
 from distill.core.schedules import cosine_with_warmup
-from distill.module import DistillationModule, parse_loss_terms
+from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.tasks import EmbeddingTask
 
 MODES = ("lightning live", "lightning cached", "plain loop")
@@ -151,7 +151,7 @@ def build_cache(module: DistillationModule, dataset: RandomImages, root: str, cl
     def compute_view(view: int):
         for first in range(0, count, EVAL_BATCH_SIZE):
             indices = torch.arange(first, min(first + EVAL_BATCH_SIZE, count))
-            yield indices, module.teacher_forward(dataset.images[indices])
+            yield indices, module.teacher_forward({"image": dataset.images[indices]})
 
     start = clock()
     cache.open_or_build(compute_view)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose_config
+from conftest import TINY, compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -16,23 +16,7 @@ from distill import load_student
 from distill.engine.run import run
 from distill.export import export_student
 
-TINY_COCO = [
-    "recipe=coco",
-    "data.num_classes=2",
-    "data.image_size=64",
-    "data.resolution=64",
-    "data.num_teacher_train=16",
-    "data.num_train=12",
-    "data.num_test=8",
-    "data.batch_size=8",
-    "teacher.builder.model_name=resnet10t",
-    "teacher.name=resnet10t",
-    "teacher.fit.epochs=1",
-    "trainer.max_epochs=1",
-    "student.width_multiplier=0.25",
-    "latency_runs=0",
-    "progress=false",
-]
+TINY_COCO = TINY["coco"]
 
 
 def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
@@ -55,10 +39,9 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
 
 
 @pytest.mark.slow
-def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tmp_path):
-    cfg = compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}"])
-    results = run(cfg, run_dir=tmp_path / "run")
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_run, tmp_path):
+    cfg, results, run_dir = tiny_run("coco")
+    saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert saved["recipe"] == "coco" and saved["primary_metric"] == "map"
     assert saved["teacher"]["source"] == "fitted" and saved["teacher"]["name"] == "resnet10t"
@@ -73,8 +56,8 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tmp_pa
     assert saved["student"]["params"] < saved["teacher"]["params"]
     assert saved["data"]["splits"] == {"teacher_train": 16, "train": 12, "test": 8}
     assert set(saved["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation"}
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    log = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    log = (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert {"train/feature_imitation_epoch", "train/head_imitation_epoch", "train/ground_truth_epoch"} <= set(log.split(","))
 
     detector = load_student(saved["student_checkpoint"])  # the one student format: an eval-mode detector
@@ -86,7 +69,7 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tmp_pa
     assert exported.is_file()
 
     # the no-teacher baseline reuses the cached teacher (for its row), trains on the box losses alone, NHWC
-    baseline = run(compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "loss=detection_only",
+    baseline = run(compose_config(TINY_COCO + [f"cache.dir={cfg.cache.dir}", "loss=detection_only",
                                                "channels_last=true"]), run_dir=tmp_path / "baseline")
     assert baseline["teacher"]["source"] == "cache" and set(baseline["loss_terms"]) == {"ground_truth"}
     assert baseline["teacher"]["metrics"]["map"] == pytest.approx(saved["teacher"]["metrics"]["map"])

@@ -190,33 +190,48 @@ def test_head_imitation_on_hand_made_anchors():
 
 @pytest.mark.parametrize("kind", ["ssd", "faster_rcnn"])
 def test_distillation_step_trains_student_and_adapters_never_the_teacher(kind):
-    from distill.detection.module import DetectionDistillModule  # the engine's; imported here while it moves
+    """The one engine's DistillationModule serves detectors: box losses as the ground_truth term, imitation terms."""
+    from distill.engine.distillation import DistillationModule, parse_loss_terms
+    from distill.tasks import DetectionTask
 
     torch.manual_seed(0)
     options = {"first_stride": 8} if kind == "ssd" else {**FAST_RCNN, "roi_output_size": 7}
-    make = functools.partial(build_detector, kind, num_classes=2, size=96, options=options)
-    student = make(backbone="mobilenet_v1", backbone_kwargs={"width_multiplier": 0.25})
-    teacher = make(backbone="resnet", backbone_kwargs={"model_name": "resnet10t"})
-    module = DetectionDistillModule(student, teacher, feature_weight=1.0, head_weight=1.0, mask=True,
-                                    optimizer=functools.partial(torch.optim.SGD, lr=0.01))
+    task = DetectionTask({"kind": kind, "options": options})
+    student, _, _ = task.build_model({"_target_": "distill.models.MobileNetV1", "width_multiplier": 0.25},
+                                     num_classes=2, resolution=96)
+    teacher, _, _ = task.build_model({"_target_": "distill.models.teachers.timm_teacher.build_timm_teacher",
+                                      "model_name": "resnet10t"}, num_classes=2, resolution=96)
+    head = "head" if kind == "ssd" else "rpn.head"
+    terms = {"ground_truth": {"weight": 1.0},
+             "feature_imitation": {"student": "backbone", "teacher": "backbone", "mask": True},
+             "head_imitation": {"student": head, "teacher": head, "weight": 0.5}}
+    module = DistillationModule(student, teacher, task, parse_loss_terms(terms),
+                                optimizer=functools.partial(torch.optim.SGD, lr=0.01), student_resolution=96)
     module.train()
     assert not module.teacher.training and all(not p.requires_grad for p in module.teacher.parameters())
+    adapters = module.losses["feature_imitation"].imitation.adapters
     expected_in, expected_out = ([64, 128, 256], [128, 256, 512]) if kind == "ssd" else ([128], [256])
-    assert [a.in_channels for a in module.imitation.adapters][:len(expected_in)] == expected_in
-    assert [a.out_channels for a in module.imitation.adapters][:len(expected_out)] == expected_out
-    logged = {}
-    module.log_dict = lambda values, **kwargs: logged.update(values)
+    assert [a.in_channels for a in adapters][:len(expected_in)] == expected_in
+    assert [a.out_channels for a in adapters][:len(expected_out)] == expected_out
+    assert {id(p) for p in adapters.parameters()} <= {id(p) for p in module.trainable_parameters()}
     module.log = lambda *args, **kwargs: None  # no trainer attached
-    loss = module.training_step(([torch.rand(3, 96, 96), torch.rand(3, 96, 96)], _targets(96)), 0)
+    batch = ([torch.rand(3, 96, 96), torch.rand(3, 96, 96)], _targets(96))
+    torch.manual_seed(1)  # Faster R-CNN samples its training regions
+    losses = module.compute_losses(batch)
+    assert set(losses) == {"ground_truth", "feature_imitation", "head_imitation"}
+    torch.manual_seed(1)
+    own = student(batch[0], [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch[1]])
+    assert losses["ground_truth"].item() == pytest.approx(sum(own.values()).item(), rel=1e-5)
+    torch.manual_seed(1)
+    loss = module.training_step(batch, 0)
+    expected = losses["ground_truth"] + losses["feature_imitation"] + 0.5 * losses["head_imitation"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
-    terms = logged["train/feature_imitation"] + logged["train/head_imitation"]
-    assert loss.item() == pytest.approx((logged["train/detection"] + terms).item(), rel=1e-5)
-    assert module.imitation.adapters[0].weight.grad.abs().sum() > 0
+    assert adapters[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in module.teacher.parameters())
-    baseline = DetectionDistillModule(student, teacher, feature_weight=0.0, head_weight=0.0, optimizer=torch.optim.SGD)
-    assert baseline.imitation is None and not baseline.uses_teacher  # the no-teacher baseline
-    with pytest.raises(ValueError, match="feature_weight must be >= 0"):
-        DetectionDistillModule(student, teacher, feature_weight=-1.0, optimizer=torch.optim.SGD)
+    baseline = DistillationModule(student, None, task, parse_loss_terms({"ground_truth": {}}),
+                                  optimizer=torch.optim.SGD, student_resolution=96)
+    assert set(baseline.compute_losses(batch)) == {"ground_truth"}  # the no-teacher baseline
 
 
 def test_detector_checkpoint_round_trip(tmp_path):

@@ -5,28 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose_config
+from conftest import TINY, compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from distill.losses import DKDLoss
 from distill.engine.distillation import parse_loss_terms
 from distill.paper import PAPER_TABLES
-from distill.engine.run import run
 
-TINY_DOGS = [
-    "recipe=dogs",
-    "data.num_classes=10",
-    "data.num_teacher_train=80",
-    "data.num_train=60",
-    "data.num_test=40",
-    "data.batch_size=20",
-    "teacher.fit.epochs=1",
-    "trainer.max_epochs=1",
-    "student.width_multiplier=0.25",
-    "latency_runs=0",
-    "progress=false",
-]
+TINY_DOGS = TINY["dogs"]
 
 
 def test_recipe_composes_the_distilled_default_and_its_alternatives():
@@ -66,10 +53,9 @@ def test_paper_table_10_is_the_reference():
 
 
 @pytest.mark.slow
-def test_tiny_dogs_run_writes_top1_top5_and_confusions(tmp_path):
-    cfg = compose_config(TINY_DOGS + [f"cache.dir={tmp_path / 'cache'}"])
-    results = run(cfg, run_dir=tmp_path / "run")
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_tiny_dogs_run_writes_top1_top5_and_confusions(tiny_run):
+    cfg, results, run_dir = tiny_run("dogs")
+    saved = json.loads((run_dir / "results.json").read_text())
     assert saved["recipe"] == "dogs" and saved["primary_metric"] == "top1"
     assert saved["student"]["width_multiplier"] == 0.25 and saved["student"]["resolution"] == 32
     for role in ("teacher", "student"):

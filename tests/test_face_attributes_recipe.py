@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_config
+from conftest import TINY, compose_config
 from distill.cost import profile
 from distill.data.modules.attributes import SyntheticAttributesDataModule
 from distill.data.modules.base import ArrayDataModule, Split
@@ -128,13 +128,7 @@ def test_the_student_never_sees_a_label():
     assert set(_module(ground_truth_weight=1.0).compute_losses(batch)) == {"multilabel_kd", "ground_truth"}
 
 
-TINY_RECIPE = [
-    "recipe=face_attributes",
-    "data.image_size=32", "data.resolution=32", "teacher.resolution=32",
-    "data.num_teacher_train=64", "data.num_train=64", "data.num_test=48",
-    "teacher.builder.model_name=resnet10t", "teacher.fit.epochs=1", "teacher.fit.batch_size=32",
-    "student.width_multiplier=0.25", "trainer.max_epochs=1", "progress=false",
-]
+TINY_RECIPE = TINY["face_attributes"]
 
 
 def test_recipe_composes_the_label_free_distillation():
@@ -156,10 +150,9 @@ def test_ground_truth_term_without_student_labels_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_face_attributes_run_writes_map_for_teacher_and_student(tmp_path):
-    cfg = compose_config(TINY_RECIPE + [f"cache.dir={tmp_path / 'cache'}"])
-    run(cfg, run_dir=tmp_path / "run")
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_tiny_face_attributes_run_writes_map_for_teacher_and_student(tiny_run):
+    _, _, run_dir = tiny_run("face_attributes")
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["recipe"] == "face_attributes" and results["primary_metric"] == "mAP"
     for role in ("teacher", "student"):
         metrics = results[role]["metrics"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from conftest import TINY, compose_config
 from hydra.utils import instantiate
 
 from distill import load_student
@@ -15,26 +15,8 @@ from distill.data.modules.faces import SyntheticFacesDataModule
 from distill.models import MobileNetV1
 from distill.tasks import EmbeddingTask
 from distill.tasks.base import predict
-from distill.engine.run import run
 
-TINY_FACENET = [
-    "recipe=facenet",
-    "data.image_size=80",
-    "data.num_identities=6",
-    "data.images_per_identity=4",
-    "data.train_images_per_identity=3",
-    "data.num_test_identities=20",
-    "data.test_images_per_identity=3",
-    "data.pairs_per_fold=4",
-    "data.batch_size=16",
-    "data.num_views=1",
-    "data.resolution=64",
-    "teacher.fit.epochs=1",
-    "teacher.fit.batch_size=12",
-    "student.width_multiplier=0.25",
-    "trainer.max_epochs=1",
-    "progress=false",
-]
+TINY_FACENET = TINY["facenet"]
 
 
 def test_recipe_composes_the_papers_parts():
@@ -103,10 +85,9 @@ def test_labels_only_baseline_is_a_normalised_softmax_over_fixed_class_direction
 
 
 @pytest.mark.slow
-def test_tiny_facenet_run_end_to_end(tmp_path):
-    cfg = compose_config(TINY_FACENET + [f"cache.dir={tmp_path / 'cache'}"])
-    results = run(cfg, run_dir=tmp_path / "run")
-    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_tiny_facenet_run_end_to_end(tiny_run):
+    cfg, results, run_dir = tiny_run("facenet")
+    on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["recipe"] == "facenet" and on_disk["primary_metric"] == "accuracy"
     for role in ("teacher", "student"):
         metrics = on_disk[role]["metrics"]

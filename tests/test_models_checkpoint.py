@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -181,3 +182,16 @@ def test_errors_name_the_file_and_what_was_expected(tmp_path, monkeypatch):
             load_student(path)
     with pytest.raises(FileNotFoundError, match="student checkpoint not found: .*missing.ckpt"):
         load_student(tmp_path / "missing.ckpt")
+
+
+def test_a_width_sweep_works_for_timm_families_that_name_their_width():
+    from distill.models.timm_models import create_timm_model, width_variant
+
+    half = create_timm_model("mobilenetv2_100", width_multiplier=0.5, num_classes=3)
+    reference = timm.create_model("mobilenetv2_050", num_classes=3)
+    assert [p.shape for p in half.parameters()] == [p.shape for p in reference.parameters()]
+    assert width_variant("mobilenetv3_large_100", 0.75) == "mobilenetv3_large_075"
+    with pytest.raises(ValueError, match=r"the widths of mobilenetv2_\* are \[0.35, 0.5, 0.75, 1.0, 1.4\]"):
+        create_timm_model("mobilenetv2_100", width_multiplier=0.3)
+    with pytest.raises(ValueError, match="has no width in its name"):
+        create_timm_model("resnet18", width_multiplier=0.5)

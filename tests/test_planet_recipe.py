@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import TINY, compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -17,27 +17,11 @@ from distill.data.geo_cells import S2Partition
 from distill.metrics import EARTH_RADIUS_KM, great_circle_km
 from distill.paper import PAPER_TABLES
 from distill.tasks.geolocation import geolocation_metrics
-from distill.engine.run import run
 
 KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180.0
 SCALES = ("acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km")
 
-TINY_PLANET = [
-    "recipe=planet",
-    "data.num_teacher_train=200",
-    "data.num_train=160",
-    "data.num_test=60",
-    "data.image_size=24",
-    "data.resolution=24",
-    "data.t1=40",
-    "data.t2=4",
-    "data.batch_size=32",
-    "teacher.fit.epochs=1",
-    "trainer.max_epochs=1",
-    "student.width_multiplier=0.25",
-    "latency_runs=0",
-    "progress=false",
-]
+TINY_PLANET = TINY["planet"]
 
 
 def test_recipe_composes_the_distilled_default_and_the_labels_only_baseline():
@@ -89,10 +73,9 @@ def test_geolocation_metrics_by_hand():
 
 
 @pytest.mark.slow
-def test_tiny_planet_run_saves_the_partition_with_the_student(tmp_path):
-    cfg = compose_config(TINY_PLANET + [f"cache.dir={tmp_path / 'cache'}"])
-    results = run(cfg, run_dir=tmp_path / "run")
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+def test_tiny_planet_run_saves_the_partition_with_the_student(tiny_run):
+    cfg, results, run_dir = tiny_run("planet")
+    saved = json.loads((run_dir / "results.json").read_text())
     assert saved["recipe"] == "planet" and saved["primary_metric"] == "acc_2500km"
     for role in ("teacher", "student"):
         metrics = saved[role]["metrics"]
@@ -104,14 +87,14 @@ def test_tiny_planet_run_saves_the_partition_with_the_student(tmp_path):
     assert saved["artifacts"]["partition"] == "partition.json"
     assert saved["artifacts"]["maps"] == {"cells": "world_cells.png", "errors": "world_errors.png"}
     for name in ("world_cells.png", "world_errors.png"):
-        png = tmp_path / "run" / name
+        png = run_dir / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
 
     # the partition is the data's, on disk and in the checkpoint
     data = instantiate(cfg.data)
-    partition = S2Partition.load(tmp_path / "run" / "partition.json")
+    partition = S2Partition.load(run_dir / "partition.json")
     assert partition.tokens == data.partition.tokens and saved["data"]["cells"] == len(partition)
-    model = load_student(tmp_path / "run" / "student.ckpt")
+    model = load_student(run_dir / "student.ckpt")
     from_meta = S2Partition.from_dict(model.distill_meta["artifacts"]["partition_data"])
     assert from_meta.tokens == partition.tokens
     assert model.distill_meta["task"] == "geolocation"

@@ -45,7 +45,11 @@ def configured_logger(cfg: DictConfig, run_dir: Path, name: str = "logs") -> Any
     spec = cfg.get("logger")
     if not spec:
         return False
-    return instantiate(spec, save_dir=str(run_dir), name=name)
+    try:
+        return instantiate(spec, save_dir=str(run_dir), name=name)
+    except Exception as error:  # e.g. logger=tensorboard without the tensorboard package
+        raise ValueError(f"logger: cannot build {spec.get('_target_')}: {error}. For logger=tensorboard: "
+                         f"pip install tensorboard") from error
 
 
 def stage_trainer(cfg: DictConfig, run_dir: Path, *, fit: bool, callbacks: list[pl.Callback] | None = None,

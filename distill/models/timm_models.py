@@ -22,7 +22,7 @@ from torch import nn
 from distill.models.mobilenet import MobileNetV1
 from distill.models.registry import register_builder
 
-__all__ = ["MOBILENET_V1_TIMM_NAMES", "create_timm_model", "mobilenet_v1_100", "mobilenet_v1_075",
+__all__ = ["MOBILENET_V1_TIMM_NAMES", "create_timm_model", "width_variant", "mobilenet_v1_100", "mobilenet_v1_075",
            "mobilenet_v1_050", "mobilenet_v1_025"]
 
 # timm name -> width multiplier of the paper's MobileNetV1 it builds by default.
@@ -32,15 +32,36 @@ MOBILENET_V1_TIMM_NAMES = {"mobilenet_v1_100": 1.0, "mobilenet_v1_075": 0.75, "m
 _TIMM_FACTORY_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
+def width_variant(model_name: str, width_multiplier: float) -> str:
+    """The timm model of ``model_name``'s family at another width: timm writes the width into the name
+    (``mobilenetv2_100`` at 0.5 is ``mobilenetv2_050``), so a width sweep picks the name."""
+    stem, sep, digits = model_name.rpartition("_")
+    if not sep or not (digits.isdigit() and len(digits) == 3):
+        raise ValueError(f"width_multiplier={width_multiplier}: timm model {model_name!r} has no width in its name "
+                         f"(a family like mobilenetv2_100 / mobilenetv3_large_075 has); leave width_multiplier out")
+    wanted = f"{stem}_{round(float(width_multiplier) * 100):03d}"
+    if not timm.is_model(wanted):
+        widths = sorted(int(n.rpartition("_")[2]) / 100 for n in timm.list_models(f"{stem}_[0-9][0-9][0-9]"))
+        raise ValueError(f"width_multiplier={width_multiplier}: timm has no {wanted!r}; the widths of {stem}_* are "
+                         f"{widths}")
+    return wanted
+
+
 @register_builder
 def create_timm_model(model_name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(model_name, pretrained=False, **kwargs)``: random weights, nothing downloaded."""
+    """``timm.create_model(model_name, pretrained=False, **kwargs)``: random weights, nothing downloaded.
+
+    ``width_multiplier`` works for every family: our ``mobilenet_v1_*`` take it as an argument, timm's own families
+    switch to the name of that width (``width_variant``).
+    """
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"model_name must be a non-empty timm model name, got {model_name!r}")
     if not timm.is_model(model_name):
         close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown timm model {model_name!r} (see timm.list_models()).{hint}")
+    if "width_multiplier" in kwargs and model_name not in MOBILENET_V1_TIMM_NAMES:
+        model_name = width_variant(model_name, kwargs.pop("width_multiplier"))
     if "pretrained" in kwargs:
         raise ValueError(f"timm model {model_name!r}: pretrained weights are never downloaded; leave 'pretrained' "
                          "out and load a local weights file instead")

@@ -102,13 +102,14 @@ class DetectionTask(Task):
 
     def student_step(self, student: nn.Module, batch: Any, *, with_losses: bool) -> StudentStep:
         images, targets = batch[0], self._targets(batch)
-        with torch.no_grad():  # boxes in the detector's input coordinates, for object-masked imitation
-            prepared, prepared_targets = student.transform(images, [dict(t) for t in targets])
-        context = {"boxes": [t["boxes"] for t in prepared_targets], "image_size": tuple(prepared.tensors.shape[-2:])}
         if not student.training:  # the shape probe: detections only
-            return StudentStep(student(images), {}, context)
-        losses = student(images, targets)
-        return StudentStep(None, dict(losses) if with_losses else {}, context)
+            output, losses = student(images), {}
+        else:
+            output, losses = None, dict(student(images, targets))
+        with torch.no_grad(), torch.random.fork_rng():  # the boxes in the detector's input coordinates, for
+            prepared, prepared_targets = student.transform(images, [dict(t) for t in targets])  # masked imitation
+        context = {"boxes": [t["boxes"] for t in prepared_targets], "image_size": tuple(prepared.tensors.shape[-2:])}
+        return StudentStep(output, losses if with_losses else {}, context)
 
     def teacher_forward(self, teacher: nn.Module, batch: Any) -> Any:
         """Backbone and head of the teacher on the batch (no box decoding): what imitation terms compare."""
