@@ -148,16 +148,18 @@ def test_flipped_samples_keep_boxes_on_their_objects(tmp_path):
     ann_file.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
                                     "annotations": [_ann(1, image_id=1, category_id=1, bbox=(2, 4, 6, 6))],
                                     "categories": [{"id": 1, "name": "box"}]}))
-    dataset = CocoDetectionDataset(load_coco(ann_file, root).images, flip=True)
-    torch.manual_seed(0)
+    dataset = CocoDetectionDataset(load_coco(ann_file, root).images, flip=True, seed=3)
     seen = set()
-    for _ in range(12):
-        image, target = dataset[0]
+    for view in range(12):
+        image, target = dataset[(0, view)]
         x0, y0, x1, y1 = (int(v) for v in target["boxes"][0])
         seen.add(x0)
         assert image.shape == (3, 20, 30) and image.max() == 1.0
         assert image[0, y0:y1, x0:x1].min() == 1.0 and image[0].sum() == 36  # the box covers all white pixels
-    assert seen == {2, 22}  # both orientations occurred
+        assert (x0 == 22) == dataset.flipped(0, view)
+        again, _ = dataset[(0, view)]  # a function of (seed, view, index): the same every time it is read
+        assert torch.equal(image, again)
+    assert seen == {2, 22}  # both orientations occurred across views
 
 
 def test_data_modules_split_and_batch(tmp_path):

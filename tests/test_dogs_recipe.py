@@ -24,7 +24,7 @@ def test_recipe_composes_the_distilled_default_and_its_alternatives():
     assert cfg.task._target_ == "distill.tasks.ClassificationTask" and list(cfg.task.top_k) == [1, 5]
     # distilled default: KD plus cross-entropy on the labels
     assert set(cfg.loss.terms) == {"kd", "ground_truth"} and cfg.loss.terms.ground_truth.weight > 0
-    assert compose_config(["recipe=dogs", "loss=labels_only"]).loss.terms == {}
+    assert compose_config(["recipe=dogs", "loss=labels_only"]).loss.terms == {"ground_truth": {"weight": 1.0}}
     dkd = compose_config(["recipe=dogs", "loss=dkd_ce"])
     spec, ground_truth = parse_loss_terms(dict(dkd.loss.terms))
     assert spec.name == "dkd" and spec.kwargs == {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}
