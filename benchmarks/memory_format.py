@@ -1,6 +1,7 @@
 """Training speed with conv weights stored NCHW (contiguous) or NHWC (``channels_last: true``), side by side.
 
     python benchmarks/memory_format.py --models mobilenet_v1 resnet18 --resolutions 40 64 --threads 2
+    python benchmarks/memory_format.py --models ssd_mobilenet_v1_050 --resolutions 128 --batch-size 8   # coco's student
 
 For each model and resolution, one plain training step (forward, a loss, backward, AdamW) on a batch of random
 images, timed both ways in one process, interleaved ``--repeats`` times; the best rate of each counts (other
@@ -17,12 +18,30 @@ import timm
 import torch
 
 from distill.models import create_student
+from distill.models.detection import build_detector
+
+# The coco recipe's default detector settings (conf/detector/ssd.yaml).
+_SSD_OPTIONS = {"first_stride": 16, "min_scale": 0.15, "max_scale": 0.8, "head_kernel": 1}
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, resolution: int) -> torch.nn.Module:
+    if name.startswith("ssd_mobilenet_v1_"):  # e.g. ssd_mobilenet_v1_050: the coco recipe's student detector
+        width = int(name.rsplit("_", 1)[1]) / 100
+        return build_detector("ssd", backbone="mobilenet_v1", num_classes=4, size=resolution,
+                              backbone_kwargs={"width_multiplier": width}, options=_SSD_OPTIONS)
     if name.startswith("mobilenet_v1"):
         return create_student("mobilenet_v1", num_classes=40, width_multiplier=1.0)
     return timm.create_model(name, num_classes=40)
+
+
+def _loss(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A classifier's stand-in loss, or a detector's own box losses on one box per image."""
+    if not getattr(model, "spec", None):
+        return model(images).logsumexp(1).mean()
+    side = images.shape[-1]
+    targets = [{"boxes": torch.tensor([[side * 0.2, side * 0.2, side * 0.6, side * 0.7]]),
+                "labels": torch.tensor([1])} for _ in images]
+    return sum(model(list(images), targets).values())
 
 
 def images_per_second(model: torch.nn.Module, images: torch.Tensor, steps: int, warmup: int) -> float:
@@ -31,7 +50,7 @@ def images_per_second(model: torch.nn.Module, images: torch.Tensor, steps: int, 
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        loss = model(images).logsumexp(1).mean()
+        loss = _loss(model, images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,8 +76,10 @@ def main() -> None:
         for resolution in args.resolutions:
             torch.manual_seed(0)
             images = torch.randn(args.batch_size, 3, resolution, resolution)
-            plain = build(name)
-            nhwc = build(name)
+            if name.startswith("ssd_"):
+                images = images.sigmoid()  # detectors take 0..1 images
+            plain = build(name, resolution)
+            nhwc = build(name, resolution)
             nhwc.load_state_dict(plain.state_dict())
             nhwc = nhwc.to(memory_format=torch.channels_last)
             best = {"plain": 0.0, "nhwc": 0.0}

@@ -455,7 +455,7 @@ def test_build_from_batches_duplicate_pair_is_an_error(tmp_path):
     "batch, error, match",
     [
         ((torch.tensor([0]), torch.tensor([NUM_VIEWS]), {"logits": torch.zeros(1, 3)}), IndexError,
-         f"batch 0 yielded view {NUM_VIEWS}, expected 0..{NUM_VIEWS - 1}"),
+         f"batch 0 yielded view {NUM_VIEWS} out of range: expected 0..{NUM_VIEWS - 1}"),
         ((torch.tensor([0, 1]), torch.tensor([0]), {"logits": torch.zeros(2, 3)}), ValueError,
          "views must be an int or have the shape of indices"),
         ((torch.tensor([0]), {"logits": torch.zeros(1, 3)}), ValueError,

@@ -43,7 +43,7 @@ from distill.engine.cache.manifest import (
     read_manifest,
     write_manifest,
 )
-from distill.engine.cache.writer import ArrayWriter, as_index_array
+from distill.engine.cache.writer import ArrayWriter, index_pairs
 
 __all__ = ["Batch", "ComputeView", "TeacherOutputCache"]
 
@@ -191,29 +191,8 @@ class TeacherOutputCache:
         all. Out-of-range values raise IndexError (negative values are not wrapped).
         """
         arrays = self._loaded()
-        index_array = as_index_array(indices, "indices")
-        view_array = as_index_array(views, "views")
-        if index_array.ndim != 1:
-            raise ValueError(f"indices must be 1-D (B,), got shape {tuple(index_array.shape)}")
-        if view_array.ndim == 0:
-            view_array = np.full(index_array.shape, int(view_array), dtype=np.int64)
-        elif view_array.shape != index_array.shape:
-            raise ValueError(
-                f"views must be an int or have the shape of indices {tuple(index_array.shape)}, "
-                f"got {tuple(view_array.shape)}"
-            )
-        bad = index_array[(index_array < 0) | (index_array >= self.num_samples)]
-        if bad.size:
-            raise IndexError(
-                f"sample index {int(bad[0])} out of range: cache {self.key!r} holds "
-                f"{self.num_samples} samples (0..{self.num_samples - 1})"
-            )
-        bad = view_array[(view_array < 0) | (view_array >= self.num_views)]
-        if bad.size:
-            raise IndexError(
-                f"view {int(bad[0])} out of range: cache {self.key!r} holds "
-                f"{self.num_views} views (0..{self.num_views - 1})"
-            )
+        index_array, view_array = index_pairs(indices, views, self.num_samples, self.num_views,
+                                              f"cache {self.key!r}:")
         batch = {}
         for name, array in arrays.items():
             rows = np.asarray(array[view_array, index_array])  # fancy indexing copies

@@ -16,7 +16,7 @@ import torch
 from distill.engine.cache.files import fsync_file
 from distill.engine.cache.manifest import SAFE_NAME, output_entry
 
-__all__ = ["ArrayWriter", "as_index_array"]
+__all__ = ["index_pairs", "ArrayWriter", "as_index_array"]
 
 
 def as_index_array(values, what: str) -> np.ndarray:
@@ -31,6 +31,25 @@ def as_index_array(values, what: str) -> np.ndarray:
             return array.astype(np.int64)
         raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
+
+
+def index_pairs(indices, views, num_samples: int, num_views: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices (B,), views (B,) or one int)`` as int64 (B,) arrays; out-of-range values raise IndexError naming
+    ``where`` (negative values are not wrapped)."""
+    index_array = as_index_array(indices, f"{where} indices")
+    if index_array.ndim != 1:
+        raise ValueError(f"{where} indices must be 1-D (B,), got shape {tuple(index_array.shape)}")
+    view_array = as_index_array(views, f"{where} views")
+    if view_array.ndim == 0:
+        view_array = np.full(index_array.shape, int(view_array), dtype=np.int64)
+    elif view_array.shape != index_array.shape:
+        raise ValueError(f"{where} views must be an int or have the shape of indices {tuple(index_array.shape)}, "
+                         f"got {tuple(view_array.shape)}")
+    for name, array, count in (("sample index", index_array, num_samples), ("view", view_array, num_views)):
+        bad = array[(array < 0) | (array >= count)]
+        if bad.size:
+            raise IndexError(f"{where} {name} {int(bad[0])} out of range: expected 0..{count - 1}")
+    return index_array, view_array
 
 
 def _describe(value) -> str:
@@ -64,23 +83,7 @@ class ArrayWriter:
 
     def _positions(self, indices, views, where: str) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, views)`` as int64 (B,) arrays, checked for range and for pairs written before."""
-        index_array = as_index_array(indices, f"{where} indices")
-        if index_array.ndim != 1:
-            raise ValueError(f"{where} indices must be 1-D (B,), got shape {tuple(index_array.shape)}")
-        view_array = as_index_array(views, f"{where} views")
-        if view_array.ndim == 0:
-            view_array = np.full(index_array.shape, int(view_array), dtype=np.int64)
-        elif view_array.shape != index_array.shape:
-            raise ValueError(
-                f"{where} views must be an int or have the shape of indices {tuple(index_array.shape)}, "
-                f"got {tuple(view_array.shape)}"
-            )
-        bad = index_array[(index_array < 0) | (index_array >= self.num_samples)]
-        if bad.size:
-            raise IndexError(f"{where} yielded sample index {int(bad[0])}, expected 0..{self.num_samples - 1}")
-        bad = view_array[(view_array < 0) | (view_array >= self.num_views)]
-        if bad.size:
-            raise IndexError(f"{where} yielded view {int(bad[0])}, expected 0..{self.num_views - 1}")
+        index_array, view_array = index_pairs(indices, views, self.num_samples, self.num_views, f"{where} yielded")
         self._check_repeats(index_array, view_array, where)
         return index_array, view_array
 
