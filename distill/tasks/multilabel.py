@@ -2,7 +2,7 @@
 
 A teacher without weights is fitted with per-attribute binary cross-entropy on the labelled split. The student
 only matches the teacher's sigmoid outputs (``MultiLabelKDLoss``), so its images need no labels; the same
-binary cross-entropy on labels is the optional ground-truth term (``loss.ground_truth_weight``). Teacher and
+binary cross-entropy on labels is the optional ground-truth term (``loss.terms.ground_truth``). Teacher and
 student are evaluated by the same code: average precision of every attribute on the labelled test split and
 their mean.
 """
