@@ -62,3 +62,15 @@ def test_empty_or_missing_folder_says_what_was_expected(tmp_path, capsys):
     assert "no results.json below" in capsys.readouterr().err
     assert main([str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_every_paper_table_is_set_beside_its_recipes_primary_metric():
+    """The paper column is filled only when the table's metric is the recipe's own primary metric."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+    from distill.paper import PAPER_TABLES
+
+    for recipe, table in PAPER_TABLES.items():
+        task = instantiate(compose_config([f"recipe={recipe}"]).task)
+        assert table.compares_to == task.primary_metric, recipe
