@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.io import atomic_write, atomic_write_bytes
+from distill.engine.run_folder import RUN_CONFIG
 from distill.paper import PAPER_TABLES, PaperTable, paper_row
 
 __all__ = ["RunRecord", "collect_runs", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]
@@ -34,7 +35,7 @@ class RunRecord:
 
 
 def _looks_like_run(folder: Path) -> bool:
-    return (folder / ".hydra").is_dir() or (folder / "__main__.log").is_file()
+    return (folder / ".hydra").is_dir() or (folder / "__main__.log").is_file() or (folder / RUN_CONFIG).is_file()
 
 
 def _failure_reason(folder: Path) -> str:
@@ -58,6 +59,8 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
             results = json.loads(path.read_text())
             if not isinstance(results, dict) or "student" not in results:
                 raise ValueError("no 'student' entry")
+            if results.get("status", "ok") != "ok":  # files of runs before "status" existed are finished runs
+                raise ValueError(f"status {results.get('status')!r}")
             records.append(RunRecord(path.parent, results))
         except (json.JSONDecodeError, ValueError) as error:
             records.append(RunRecord(path.parent, None, f"unreadable results.json: {error}"))

@@ -203,3 +203,73 @@ def test_every_stage_runs_through_the_trainer_it_is_given(tiny_smoke_cfg, tmp_pa
     for _, _, root, device in _StageDevices.seen:
         assert device == root  # each module was moved to its Trainer's root device
     assert evaluated == [_StageDevices.seen[-1][2]] * 2  # teacher and student evaluated on the fit Trainer's device
+
+
+def test_a_failed_rerun_never_reports_the_earlier_results(tiny_smoke_cfg, tmp_path):
+    """A re-run in a used folder moves the earlier results aside first: if it fails, the report shows a failure."""
+    folder = tmp_path / "run"
+    first = run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=folder)
+    assert first["status"] == "ok"
+    before = (folder / "logs" / "metrics.csv").read_text()
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(tiny_smoke_cfg("trainer.max_epochs=3", "data.num_views=2"), run_dir=folder, callbacks=[_Interrupt()])
+    assert not (folder / "results.json").exists()
+    kept = sorted(p.name for p in folder.glob("results.previous-*.json"))
+    assert len(kept) == 1 and json.loads((folder / kept[0]).read_text())["student"] == first["student"]
+    assert [p.read_text() for p in (folder / "logs").glob("metrics.previous-*.csv")] == [before]
+    rows = report_rows(collect_runs(folder), folder)
+    assert [row["status"].split(":")[0] for row in rows] == ["failed"]
+
+
+def test_resume_appends_to_the_log_and_refuses_a_changed_config(tiny_smoke_cfg, tmp_path):
+    import csv
+
+    folder = tmp_path / "killed"
+    overrides = ("trainer.max_epochs=3", "data.num_views=2", "trainer.log_every_n_steps=1")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(tiny_smoke_cfg(*overrides), run_dir=folder, callbacks=[_Interrupt()])
+    rows_before = list(csv.DictReader((folder / "logs" / "metrics.csv").open()))
+    with pytest.raises(ValueError, match=r"optimizer.optimizer.lr: 0.01 -> 0.5.*resume_force=true"):
+        run(tiny_smoke_cfg(*overrides, "resume=true", "optimizer.optimizer.lr=0.5"), run_dir=folder)
+    run(tiny_smoke_cfg(*overrides, "resume=true"), run_dir=folder)
+    rows_after = list(csv.DictReader((folder / "logs" / "metrics.csv").open()))
+    steps = [int(row["step"]) for row in rows_after if row.get("train/loss_step")]
+    assert len(rows_after) > len(rows_before) > 0
+    for old, kept in zip(rows_before, rows_after):  # the interrupted run's rows are still there, first
+        assert {k: v for k, v in old.items() if v} == {k: v for k, v in kept.items() if v}
+    assert steps[0] == 0 and max(steps) == 11  # the log covers the interrupted part and the rest: 3 epochs x 4
+    assert len([p for p in folder.iterdir() if p.name.startswith("results.")]) == 1  # this run's results.json
+
+
+def test_the_same_command_twice_gives_identical_students(tiny_smoke_cfg, tmp_path):
+    """Determinism: fitted teacher, cached teacher outputs and the live teacher all give the same student."""
+    first = run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=tmp_path / "a")
+    again = run(tiny_smoke_cfg("trainer.max_epochs=1"), run_dir=tmp_path / "b")  # teacher and outputs from the cache
+    live = run(tiny_smoke_cfg("trainer.max_epochs=1", "cache.enabled=false"), run_dir=tmp_path / "c")
+    assert again["teacher"]["source"] == "cache" and live["teacher"]["source"] == "fitted"
+    weights = [torch.load(r["student_checkpoint"], weights_only=True)["state_dict"] for r in (first, again, live)]
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+        assert torch.allclose(weights[0][key].float(), weights[2][key].float(), atol=1e-5), key
+    assert first["student"]["metrics"] == again["student"]["metrics"]
+    assert first["teacher"]["metrics"] == again["teacher"]["metrics"] == live["teacher"]["metrics"]
+
+
+def test_cached_teacher_outputs_equal_the_live_teacher_on_real_training_batches(tiny_smoke_cfg, tmp_path):
+    from distill.engine.build import build_data_and_task, build_models
+    from distill.engine.outputs import cache_teacher_outputs
+    from distill.engine.trainers import stage_trainer
+
+    cfg = tiny_smoke_cfg()
+    task, datamodule = build_data_and_task(cfg)
+    models = build_models(cfg, task, datamodule, tmp_path)
+    cache = cache_teacher_outputs(models.module, datamodule, stage_trainer(cfg, tmp_path, fit=False),
+                                  models.cache_root)
+    loader = datamodule.train_dataloader()
+    for epoch in range(datamodule.num_views):  # every augmentation view
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            cached = cache.get(batch["index"], batch["view"])
+            live = models.module.teacher_forward(batch)
+            for name, value in live.items():
+                assert torch.allclose(cached[name], value, atol=1e-5, rtol=1e-5), (epoch, name)

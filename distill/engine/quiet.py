@@ -13,6 +13,7 @@ _NOTICES = (
     r"predict returned None",                         # the teacher-output stage stores its outputs itself
     r"The number of training batches .* is smaller than the logging interval",
     r"You're resuming from a checkpoint that ended before the epoch ended",  # our samplers skip what was trained
+    r"Checkpoint directory .* exists and is not empty",  # a resumed run's own folder; a fresh run moved it aside
 )
 
 

@@ -39,6 +39,7 @@ def save_outputs(cfg: DictConfig, run_dir: Path, task: Task, datamodule: Any, mo
     })
     latency_runs = int(cfg.get("latency_runs", 20))
     results = {
+        "status": "ok",  # results.json exists only for a finished run; anything else is never written here
         "recipe": recipe,
         "teacher": {"name": cfg.teacher.name, "resolution": models.teacher_resolution,
                     **model_cost(teacher, task, datamodule, models.teacher_resolution, latency_runs),

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from distill.engine.build import Models, build_data_and_task, build_models, run_folder
 from distill.engine.evaluation import evaluate_models
@@ -20,6 +20,7 @@ from distill.engine.outputs import cache_teacher_outputs
 from distill.engine.quiet import quiet_third_party
 from distill.engine.results import save_outputs
 from distill.engine.resume import resume_checkpoint
+from distill.engine.run_folder import prepare_run_folder
 from distill.engine.trainers import configured_callbacks, configured_logger, stage_trainer
 
 __all__ = ["run"]
@@ -36,6 +37,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     started = time.time()
     quiet_third_party()
     run_dir = run_folder(run_dir)
+    resume = cfg.get("resume")
+    prepare_run_folder(run_dir, OmegaConf.to_container(cfg, resolve=True), resuming=resume not in (False, None, ""),
+                       force=bool(cfg.get("resume_force", False)))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     task, datamodule = build_data_and_task(cfg)
 
@@ -50,7 +54,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
                                                      models.cache_root, dtype=str(cfg.cache.get("dtype", "float32")),
                                                      progress=bool(cfg.get("progress", True)))
     # 3. distillation
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume"), run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(resume, run_dir))
     if not trainer.is_global_zero:
         return {}
     # 4. evaluation of teacher and student, on the Trainer's device, once
