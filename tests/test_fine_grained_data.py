@@ -140,7 +140,7 @@ def test_stanford_dogs_module_decodes_both_splits(dogs_root):
     assert test.targets.tolist() == [0, 1]
     # the red breed is red, the blue one blue (JPEG is lossy: a tolerance)
     assert abs(int(test.images[0, 8, 8, 0]) - 200) < 10 and abs(int(test.images[1, 8, 8, 2]) - 200) < 10
-    assert dm.summary()["skipped"] == 0
+    assert dm.summary()["skipped"] == {} and dm.summary()["skipped_counts"] == {}
 
 
 def test_truncated_jpeg_is_named_or_skipped_and_counted(dogs_root):
@@ -150,7 +150,7 @@ def test_truncated_jpeg_is_named_or_skipped_and_counted(dogs_root):
         StanfordDogsDataModule(root=dogs_root, image_size=16, resolution=16, strict=True).setup()
     dm = StanfordDogsDataModule(root=dogs_root, image_size=16, resolution=16, strict=False)
     summary = dm.summary()
-    assert summary["skipped"] == 1 and summary["skipped_files"] == [str(bad)]
+    assert summary["skipped"] == {"corrupt": [str(bad)]} and summary["skipped_counts"] == {"corrupt": 1}
     assert summary["splits"] == {"train": 3, "test": 2}
     assert dm.split("train").targets.tolist() == [0, 1, 1]
 
@@ -175,7 +175,7 @@ def test_image_folder_splits_every_kth_image_per_class(tmp_path):
     # every 2nd image of each class (positions 1, 3) is a test image; pug/4.jpg (a train image) fails to decode
     assert dm.split("test").targets.tolist() == [0, 0, 1, 1]
     assert dm.split("train").targets.tolist() == [0, 0, 0, 1, 1]
-    assert dm.summary()["skipped"] == 1
+    assert dm.summary()["skipped_counts"] == {"corrupt": 1}
     with pytest.raises(CorruptImageError, match="4.jpg"):
         ImageFolderDataModule(root=tmp_path / "data", test_fraction=0.5, image_size=8, resolution=8).setup()
 

@@ -14,6 +14,7 @@ and per cell; counting is a binary search over the sorted leaf ids.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import s2sphere
 
 from distill.core.io import atomic_write_json
 
-__all__ = ["FORMAT", "MAX_LEVEL", "S2Partition", "leaf_cell_ids"]
+__all__ = ["FORMAT", "MAX_LEVEL", "S2Partition", "leaf_cell_ids", "suggest_thresholds"]
 
 FORMAT = "distill.s2_partition"
 MAX_LEVEL = s2sphere.CellId.MAX_LEVEL  # 30: leaf cells, about 1 cm across
@@ -109,7 +110,11 @@ class S2Partition:
             raise ValueError(f"t2 (the fewest photos a kept cell holds) must lie in [1, t1={t1}], got {t2}")
         if not 0 <= max_level <= MAX_LEVEL:
             raise ValueError(f"max_level must lie in [0, {MAX_LEVEL}], got {max_level}")
-        leaves = np.sort(leaf_cell_ids(lat, lon))
+        return cls._from_leaves(np.sort(leaf_cell_ids(lat, lon)), t1=t1, t2=t2, max_level=max_level)
+
+    @classmethod
+    def _from_leaves(cls, leaves: np.ndarray, *, t1: int, t2: int, max_level: int) -> "S2Partition":
+        """``build`` over the photos' sorted leaf cell ids."""
         if leaves.size == 0:
             raise ValueError("cannot build a partition from no photos")
 
@@ -215,3 +220,31 @@ class S2Partition:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
         return cls.from_dict(data, source=str(path))
+
+
+def suggest_thresholds(lat: Any, lon: Any, *, max_level: int = MAX_LEVEL, min_cells: int = 2,
+                       min_kept: float = 0.5) -> tuple[int, int, S2Partition] | None:
+    """Partition thresholds (t1, t2) that suit a collection of photos, and the partition they give; None if none do.
+
+    PlaNet's t1 = 10000, t2 = 50 are for 91M photos; a collection of N photos starts at t1 = max(N / 40, sqrt(N)),
+    t2 = t1 / 20 (the synthetic default: 250 and 12 over 10,000 photos, about sqrt(N) cells; a small collection
+    still gets cells of several photos) and halves both until the partition has at least
+    ``min_cells`` cells holding at least ``min_kept`` of the photos. None: no thresholds give that (all the photos
+    at one spot, say).
+    """
+    leaves = np.sort(leaf_cell_ids(lat, lon))
+    if leaves.size == 0:
+        return None
+    t1 = max(2, int(leaves.size) // 40, math.ceil(math.sqrt(leaves.size)))
+    t2 = max(1, t1 // 20)
+    while True:
+        try:
+            partition = S2Partition._from_leaves(leaves, t1=t1, t2=t2, max_level=max_level)
+        except ValueError:
+            partition = None
+        if (partition is not None and len(partition) >= min_cells
+                and partition.counts.sum() >= min_kept * leaves.size):
+            return t1, t2, partition
+        if t1 == 1 and t2 == 1:
+            return None
+        t1, t2 = max(1, t1 // 2), max(1, t2 // 2)

@@ -55,6 +55,9 @@ def build_data_and_task(cfg: DictConfig) -> tuple[Task, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.teacher_resolution = int(cfg.teacher.get("resolution") or cfg.data.resolution)
     datamodule.setup()
+    check_data = getattr(task, "check_data", None)  # a task's checks of the data, before any training
+    if check_data is not None:
+        check_data(datamodule)
     return task, datamodule
 
 

@@ -10,9 +10,10 @@ from distill.metrics.geolocation import (
     great_circle_km,
 )
 from distill.metrics.multilabel import multilabel_average_precision
-from distill.metrics.verification import tar_at_far, verify_distances, verify_pairs
+from distill.metrics.verification import check_folds, tar_at_far, verify_distances, verify_pairs
 
 __all__ = [
+    "check_folds",
     "verify_pairs",
     "verify_distances",
     "tar_at_far",

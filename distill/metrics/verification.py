@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 __all__ = [
     "ACCURACY_THRESHOLDS",
     "VAL_THRESHOLDS",
+    "check_folds",
     "pair_distances",
     "verify_distances",
     "verify_pairs",
@@ -67,6 +68,20 @@ def _check_both_classes(issame: np.ndarray, where: str) -> None:
             f"{where}: needs both same and different pairs, "
             f"got {n_same} same and {n_diff} different"
         )
+
+
+def check_folds(issame, n_folds: int) -> list[np.ndarray]:
+    """The protocol's folds of N pairs (consecutive, the first ones one larger: ``np.array_split``), checked: a
+    ValueError names the first fold that lacks same or different pairs, which the protocol cannot score."""
+    same = _as_issame(issame)
+    if not isinstance(n_folds, (int, np.integer)) or isinstance(n_folds, bool) or n_folds < 2:
+        raise ValueError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
+    if same.size < n_folds:
+        raise ValueError(f"{same.size} pairs cannot be split into n_folds={n_folds} folds")
+    folds = np.array_split(np.arange(same.size), int(n_folds))
+    for i, idx in enumerate(folds):
+        _check_both_classes(same[idx], f"fold {i} of {n_folds} (pairs {idx[0]}:{idx[-1] + 1})")
+    return folds
 
 
 def pair_distances(emb1, emb2) -> np.ndarray:
@@ -189,9 +204,7 @@ def verify_distances(
             raise ValueError("thresholds: expected at least one threshold")
         val_thresholds = acc_thresholds
 
-    folds = np.array_split(np.arange(dist.size), n_folds)  # consecutive, first folds one larger
-    for i, idx in enumerate(folds):
-        _check_both_classes(same[idx], f"fold {i} of {n_folds} (pairs {idx[0]}:{idx[-1] + 1})")
+    folds = check_folds(same, n_folds)  # consecutive, first folds one larger
 
     accuracies, best_thresholds, vals, fars = [], [], [], []
     for i, test in enumerate(folds):

@@ -4,20 +4,30 @@ A teacher without weights is fitted as an identity classifier on its embedding (
 the student then only matches the teacher's embeddings, so it needs no labels. The labels-only baseline
 (``loss=labels_only``: a student trained on the identities without a teacher) uses the same normalised
 softmax against fixed class directions, so it needs no head beyond the student's own last layer.
+
+The test pairs come in folds, in order (LFW's ``pairs.txt``: 10); the data says how many (``num_pair_folds``: the
+pairs file's folds, or ``data.num_folds``) and the evaluation uses that count, whatever ``task.n_folds`` says (it
+is the count for data that does not say). ``check_data`` checks at set-up, before any training, that every fold
+holds same and different pairs, and otherwise stops naming ``data.num_folds`` / ``task.n_folds`` and the counts
+that would work.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.metrics import verify_pairs
+from distill.metrics import check_folds, verify_pairs
 from distill.tasks.base import Task, predict
 
 __all__ = ["EmbeddingTask", "EmbeddingClassifier"]
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingClassifier(nn.Module):
@@ -93,19 +103,55 @@ class EmbeddingTask(Task):
     def fit_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
 
-    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
-                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    def folds_for(self, datamodule: Any) -> int:
+        """The folds the test pairs are evaluated in: the data's (``num_pair_folds``), else ``task.n_folds``."""
+        folds = getattr(datamodule, "num_pair_folds", None)
+        return int(folds) if folds is not None else self.n_folds
+
+    @staticmethod
+    def _test_pairs(datamodule: Any) -> np.ndarray:
         split = datamodule.split("test")
         if "pairs" not in split.extras:
             raise ValueError(f"{type(datamodule).__name__}: the test split has no verification pairs")
-        pairs = split.extras["pairs"]
+        return np.asarray(split.extras["pairs"])
+
+    def check_data(self, datamodule: Any) -> None:
+        """At set-up: the test pairs can be scored in the folds the evaluation will use (see the module's doc)."""
+        pairs = self._test_pairs(datamodule)
+        folds = self.folds_for(datamodule)
+        if folds != self.n_folds:
+            log.warning("task.n_folds=%d, but the test pairs of %s come in %d folds (data.num_folds=%s): the "
+                        "evaluation uses the data's %d folds", self.n_folds, type(datamodule).__name__, folds,
+                        getattr(datamodule, "num_folds", "?"), folds)
+        issame = pairs[:, 2].astype(bool) if len(pairs) else np.zeros(0, dtype=bool)
+        try:
+            check_folds(issame, folds)
+        except ValueError as error:
+            working = []
+            for n in range(2, min(len(issame), 50) + 1):
+                try:
+                    check_folds(issame, n)
+                except ValueError:
+                    continue
+                working.append(n)
+            advice = (f"fold counts these pairs can be scored in: {working}; set data.num_folds and task.n_folds to "
+                      f"one of them (data.num_folds deals a one-fold pairs file into folds; a file with several "
+                      f"folds keeps its own)" if working else
+                      "no fold count works: every fold needs a same and a different pair; use more test pairs")
+            raise ValueError(f"{type(datamodule).__name__}: the {len(issame)} test pairs cannot be evaluated in "
+                             f"{folds} folds (the data's folds; task.n_folds={self.n_folds}): {error}. "
+                             f"{advice}") from error
+
+    def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+        pairs = self._test_pairs(datamodule)
         loader = datamodule.eval_dataloader("test", resolution=resolution)
         embeddings, _ = predict(model, loader, device=device)
         if self.flip_sum:
             flipped = _FlipWrapper(model)
             embeddings = F.normalize(embeddings, dim=1) + F.normalize(predict(flipped, loader, device=device)[0], dim=1)
         first, second, issame = pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool)
-        return verify_pairs(embeddings[first], embeddings[second], issame, n_folds=self.n_folds,
+        return verify_pairs(embeddings[first], embeddings[second], issame, n_folds=self.folds_for(datamodule),
                             far_target=self.far_target)
 
 

@@ -29,7 +29,7 @@ from distill.data.array_store import (config_int, data_cache_dir, file_digest, l
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
                                          read_celeba_partition)
-from distill.data.readers.image_files import list_image_files
+from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport, list_image_files
 from distill.data.synthetic import faces as synthetic_faces
 
 __all__ = ["CelebADataModule", "SyntheticAttributesDataModule"]
@@ -62,10 +62,46 @@ class _AttributeDataModule(ArrayDataModule):
         self._unlabeled_files: list[Path] | None = None
         self._fingerprint: str | None = None
         self._report: dict[str, Any] = {}
+        self._unlabeled_skips = SkipReport()
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
         raise NotImplementedError
+
+    # --- set-up checks ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        fresh = self._splits is None
+        super().setup(stage)
+        if fresh:
+            self._check_test_coverage()
+
+    def _test_size_keys(self) -> str:
+        """The config keys that choose the test images (named in the coverage warning)."""
+        return "data.num_test"
+
+    def _check_test_coverage(self) -> None:
+        """Warn, naming them, about attributes the test split cannot score: with no positive image an attribute has
+        no AP (left out of the mean); with no negative its AP is 1 whatever the model predicts."""
+        assert self._splits is not None
+        targets = self._splits["test"].targets
+        if targets is None or not len(targets):
+            return
+        positives = np.asarray(targets).reshape(len(targets), -1).sum(axis=0)
+        names = self.attribute_names
+        no_positive = [names[k] for k in np.flatnonzero(positives == 0)]
+        no_negative = [names[k] for k in np.flatnonzero(positives == len(targets))]
+        if not (no_positive or no_negative):
+            return
+        self._report["test_coverage"] = {"images": int(len(targets)), "no_positive": no_positive,
+                                         "no_negative": no_negative}
+        if no_positive:
+            log.warning("%s: %d of %d attributes have no positive among the %d test images, so no AP (left out of "
+                        "the mean AP): %s; more test images (%s) would cover them", type(self).__name__,
+                        len(no_positive), len(names), len(targets), ", ".join(no_positive), self._test_size_keys())
+        if no_negative:
+            log.warning("%s: %d of %d attributes have no negative among the %d test images, so an AP of 1 whatever "
+                        "the model predicts: %s; more test images (%s) would cover them", type(self).__name__,
+                        len(no_negative), len(names), len(targets), ", ".join(no_negative), self._test_size_keys())
 
     @property
     def num_classes(self) -> int:
@@ -85,7 +121,7 @@ class _AttributeDataModule(ArrayDataModule):
         if self.unlabeled_root is None:
             return []
         if self._unlabeled_files is None:
-            self._unlabeled_files = list_image_files(self.unlabeled_root)
+            self._unlabeled_files = list_image_files(self.unlabeled_root, skipped=self._unlabeled_skips)
         return self._unlabeled_files
 
     def _unlabeled_parts(self) -> dict[str, Any] | None:
@@ -107,9 +143,16 @@ class _AttributeDataModule(ArrayDataModule):
 
         arrays = load_or_build_arrays(self._cache_file("unlabeled", key), build, "Attribute data")
         skipped = sorted(set(range(len(files))) - set(arrays["kept"].tolist()))
-        if skipped:
-            self._report["unlabeled_skipped"] = {"count": len(skipped),
-                                                 "paths": [str(files[i]) for i in skipped[:_REPORT_PATHS]]}
+        report = SkipReport()
+        report.update(self._unlabeled_skips)  # not images, hidden files
+        for i in skipped:
+            report.add(SKIP_CORRUPT, files[i])
+        if len(report):
+            report.log(log, f"Attribute data (data.unlabeled_root={self.unlabeled_root})")
+            every = [path for paths in report.files.values() for path in paths]
+            self._report["unlabeled_skipped"] = {"count": len(every),
+                                                 "paths": [str(path) for path in every[:_REPORT_PATHS]],
+                                                 "by_reason": report.as_dict(_REPORT_PATHS)}
         return arrays["images"]
 
     def _student_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
@@ -272,6 +315,9 @@ class CelebADataModule(_AttributeDataModule):
         self.max_per_split = None if max_per_split is None else config_int("max_per_split", max_per_split, 1)
         self._listing: dict[str, Any] | None = None
         self._decode_key: str | None = None
+
+    def _test_size_keys(self) -> str:
+        return "data.max_per_split, null for all; or data.test_partitions"
 
     def listing(self) -> dict[str, Any]:
         """Parsed lists (read once): attributes, and each split's row indices into them."""

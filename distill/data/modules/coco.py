@@ -7,6 +7,7 @@ images) and ``test`` (scores both). On a real dataset the teacher and the studen
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,16 @@ from torch.utils.data import DataLoader
 
 from distill.core.fingerprint import fingerprint
 from distill.core.paths import default_cache_dir
-from distill.data.readers.coco import CocoDetectionDataset, CocoImage, CocoIndex, collate_detection, load_coco
+from distill.data.readers.coco import (BOX_POLICIES, CocoDetectionDataset, CocoImage, CocoIndex, collate_detection,
+                                       load_coco)
 from distill.data.views import ViewSampler
 from distill.data.synthetic.coco_scenes import GENERATOR_VERSION, write_synthetic_coco
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
 
 SPLITS = ("teacher_train", "train", "test")
+
+log = logging.getLogger(__name__)
 
 
 class CocoDataModule(pl.LightningDataModule):
@@ -32,8 +36,13 @@ class CocoDataModule(pl.LightningDataModule):
                  test_root: str | None = None, test_ann_file: str | None = None, test_every: int = 10,
                  teacher_root: str | None = None, teacher_ann_file: str | None = None,
                  max_images: int | None = None, resolution: int = 300, batch_size: int = 16,
-                 eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
+                 eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0,
+                 box_policy: str = "error"):
         super().__init__()
+        if box_policy not in BOX_POLICIES:
+            raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)} (what a box past its image's edge "
+                             f"does), got {box_policy!r}")
+        self.box_policy = box_policy
         if not root or not ann_file:
             raise ValueError("data.root and data.ann_file are required for COCO data: the image folder and its "
                              "instances JSON (e.g. data.root=/data/coco/train2017 "
@@ -58,9 +67,9 @@ class CocoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        index = load_coco(self.ann_file, self.root, max_images=self.max_images)
+        index = load_coco(self.ann_file, self.root, max_images=self.max_images, box_policy=self.box_policy)
         if self.test_ann_file is not None:
-            test = load_coco(self.test_ann_file, self.test_root, max_images=self.max_images)
+            test = load_coco(self.test_ann_file, self.test_root, max_images=self.max_images, box_policy=self.box_policy)
             _same_categories(index, test)
             train, test_images = index.images, test.images
         else:
@@ -68,7 +77,8 @@ class CocoDataModule(pl.LightningDataModule):
             test_images = [im for i, im in enumerate(index.images) if i % self.test_every == self.test_every - 1]
         teacher_train = train
         if self.teacher_ann_file is not None:
-            teacher = load_coco(self.teacher_ann_file, self.teacher_root, max_images=self.max_images)
+            teacher = load_coco(self.teacher_ann_file, self.teacher_root, max_images=self.max_images,
+                                box_policy=self.box_policy)
             _same_categories(index, teacher)
             teacher_train = teacher.images
         for name, images in (("train", train), ("test", test_images), ("teacher_train", teacher_train)):
@@ -76,6 +86,11 @@ class CocoDataModule(pl.LightningDataModule):
                 raise ValueError(f"the {name} split of {self.ann_file} is empty")
         self.index = index
         self.splits = {"teacher_train": teacher_train, "train": train, "test": test_images}
+        for name, images in self.splits.items():
+            clipped, skipped = (sum(getattr(im, f"boxes_{what}") for im in images) for what in ("clipped", "skipped"))
+            if clipped or skipped:
+                log.warning("COCO data, %s split: %d box(es) past the image's edge %s (data.box_policy=%s)", name,
+                            clipped or skipped, "clipped to it" if clipped else "left out", self.box_policy)
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +113,12 @@ class CocoDataModule(pl.LightningDataModule):
         self.setup()
         return {"splits": {name: len(images) for name, images in self.splits.items()},
                 "boxes": {name: int(sum(len(im.boxes) for im in images)) for name, images in self.splits.items()},
-                "classes": self.num_classes, "class_names": self.class_names, "ann_file": str(self.ann_file)}
+                "classes": self.num_classes, "class_names": self.class_names, "ann_file": str(self.ann_file),
+                "box_policy": self.box_policy,
+                "boxes_clipped": {name: int(sum(im.boxes_clipped for im in images))
+                                  for name, images in self.splits.items()},
+                "boxes_skipped": {name: int(sum(im.boxes_skipped for im in images))
+                                  for name, images in self.splits.items()}}
 
     # --- loaders ------------------------------------------------------------------------------------------------
     def _loader(self, split: str, *, train: bool, batch_size: int | None = None, shard: bool = True) -> DataLoader:
@@ -146,7 +166,8 @@ class SyntheticCocoDataModule(CocoDataModule):
     def __init__(self, cache_dir: str | os.PathLike | None = None, *, num_classes: int = 4, image_size: int = 128,
                  num_teacher_train: int = 800, num_train: int = 400, num_test: int = 200, max_objects: int = 4,
                  min_scale: float = 0.15, max_scale: float = 0.5, colour_jitter: float = 40.0, resolution: int = 128,
-                 batch_size: int = 8, eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0):
+                 batch_size: int = 8, eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0,
+                 box_policy: str = "error"):
         self.settings = {"num_classes": int(num_classes), "image_size": int(image_size), "max_objects": int(max_objects),
                          "min_scale": float(min_scale), "max_scale": float(max_scale),
                          "colour_jitter": float(colour_jitter), "seed": int(seed)}
@@ -158,7 +179,8 @@ class SyntheticCocoDataModule(CocoDataModule):
         files = {split: self.folder / "annotations" / f"{split}.json" for split in SPLITS}
         super().__init__(self.folder / "images", files["train"], test_ann_file=str(files["test"]),
                          teacher_ann_file=str(files["teacher_train"]), resolution=resolution, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers, flip=flip, seed=seed)
+                         eval_batch_size=eval_batch_size, num_workers=num_workers, flip=flip, seed=seed,
+                         box_policy=box_policy)
         self.test_root = self.teacher_root = self.root
 
     def setup(self, stage: str | None = None) -> None:

@@ -29,7 +29,7 @@ from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
                                       source_digest)
 from distill.data.modules.base import ArrayDataModule, Split
-from distill.data.readers.image_files import CorruptImageError, IdentityFolder, load_image
+from distill.data.readers.image_files import SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport, load_image
 from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs
 from distill.data.synthetic import faces as synthetic_faces
 
@@ -92,6 +92,11 @@ class SyntheticFacesDataModule(ArrayDataModule):
     def num_classes(self) -> int:
         """Identities of the teacher's training split."""
         return self.num_identities
+
+    @property
+    def num_pair_folds(self) -> int:
+        """Folds of the test pairs, in order (``data.num_folds``): what the evaluation splits them into."""
+        return self.num_folds
 
     def fingerprint_parts(self) -> dict[str, Any]:
         return {
@@ -276,6 +281,8 @@ class FaceFolderDataModule(ArrayDataModule):
         self.use_cache = bool(use_cache)
         self._listing: dict[str, Any] | None = None
         self._report: dict[str, Any] = {}
+        self._skips = SkipReport()
+        self._pair_folds: int | None = None
         self._aligner: FaceAligner | None = None
 
     # --- which files ------------------------------------------------------------------------------
@@ -297,11 +304,14 @@ class FaceFolderDataModule(ArrayDataModule):
             return self._listing
         if not self.lfw_root.is_dir():
             raise FileNotFoundError(f"LFW folder not found (or not a directory): {self.lfw_root} (data.lfw_root)")
-        teacher = _limit_identities(IdentityFolder(self.root), self.max_identities, self.max_images_per_identity,
+        folders = [IdentityFolder(self.root)] + ([IdentityFolder(self.train_root)] if self.train_root else [])
+        for folder in folders:
+            self._skips.update(folder.skipped)
+        teacher = _limit_identities(folders[0], self.max_identities, self.max_images_per_identity,
                                     self.min_images_per_identity)
         train = None
         if self.train_root is not None:
-            train = _limit_identities(IdentityFolder(self.train_root), self.max_identities,
+            train = _limit_identities(folders[1], self.max_identities,
                                       self.max_images_per_identity, self.min_images_per_identity)
         pairs_file = self._find_pairs_file()
         named_pairs = read_lfw_pairs(pairs_file)
@@ -371,6 +381,8 @@ class FaceFolderDataModule(ArrayDataModule):
 
     def _note_problems(self, split: str, paths: Sequence[Path], decoded: dict[str, np.ndarray]) -> None:
         bad = [str(paths[i]) for i in np.flatnonzero(~decoded["ok"])]
+        for path in bad:
+            self._skips.add(SKIP_CORRUPT, path)
         missing = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & ~decoded["found"])]
         self._report[split] = {"images": len(paths), "corrupt": len(bad), "corrupt_paths": bad[:_REPORT_PATHS],
                                "faces_not_found": len(missing), "faces_not_found_paths": missing[:_REPORT_PATHS]}
@@ -407,16 +419,39 @@ class FaceFolderDataModule(ArrayDataModule):
             if ok[i] and ok[j]:
                 pairs.append((int(new_index[i]), int(new_index[j]), bool(issame)))
         dropped = len(listing["named_pairs"]) - len(pairs)
-        if _count_folds(listing["named_pairs"]) == 1 and self.num_folds > 1:
+        file_folds = _count_folds(listing["named_pairs"])
+        if file_folds == 1 and self.num_folds > 1:
             pairs, left_over = _deal_into_folds(pairs, self.num_folds)
             self._report["test"]["pairs_left_over"] = left_over
+            self._pair_folds = self.num_folds
+        else:
+            self._pair_folds = file_folds
+        if self._pair_folds < 2:
+            most = min(sum(p[2] for p in pairs), sum(not p[2] for p in pairs))
+            raise ValueError(f"{listing['pairs_file']} holds one fold of pairs and data.num_folds=1: the LFW protocol "
+                             f"needs at least 2 folds (each fold's threshold is chosen on the others); set "
+                             f"data.num_folds to a value in 2..{max(2, most)} to deal its pairs into folds "
+                             f"(task.n_folds follows the data)")
+        if file_folds > 1 and self.num_folds != file_folds:
+            log.warning("%s holds %d folds of pairs: the evaluation uses them (data.num_folds=%d only deals a one-fold "
+                        "file such as pairsDevTest.txt into folds)", listing["pairs_file"], file_folds, self.num_folds)
+        self._skips.log(log, f"Face data (data.root={self.root}, data.lfw_root={self.lfw_root})")
         self._report["test"]["pairs_dropped"] = dropped
         self._report["test"]["pairs"] = len(pairs)
         return {**splits, "test": Split(decoded["images"][ok], test_labels[ok],
                                         extras={"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 3)})}
 
+    @property
+    def num_pair_folds(self) -> int:
+        """Folds of the test pairs, in order: the pairs file's folds, or ``data.num_folds`` for a one-fold file
+        dealt into folds. The evaluation splits the pairs into this many folds (``distill.tasks.EmbeddingTask``)."""
+        self.setup()
+        assert self._pair_folds is not None
+        return self._pair_folds
+
     def summary(self) -> dict[str, Any]:
-        """Split sizes, identities, and the corrupt images and undetected faces of each split (results.json)."""
+        """Split sizes, identities, the folds of the test pairs, the skipped files by reason, and the corrupt images
+        and undetected faces of each split (results.json)."""
         listing = self.listing()
         self.setup()
         train = listing["train"]
@@ -426,6 +461,9 @@ class FaceFolderDataModule(ArrayDataModule):
                            "train": len(train[2]) if train is not None else len(listing["teacher_train"][2]),
                            "test": len(listing["test"][2])},
             "pairs_file": str(listing["pairs_file"]),
+            "pair_folds": self.num_pair_folds,
+            "skipped": self._skips.as_dict(_REPORT_PATHS),
+            "skipped_counts": self._skips.counts(),
             "corrupt_images": sum(r["corrupt"] for r in self._report.values()),
             "faces_not_found": sum(r["faces_not_found"] for r in self._report.values()),
             "by_split": self._report,

@@ -6,12 +6,16 @@ ImageFolder-style data set by option.
   ``test_list.mat`` (read by ``distill.data.readers.stanford_dogs``);
 - ``ImageFolderDataModule``: ``<root>/<class>/*``.
 
-Real images are decoded once into uint8 arrays (centre square, resized). A corrupt or unreadable image is named in
-the error (``strict=True``) or skipped, counted and listed in ``summary()``, which the engine writes to results.json.
+Real images are decoded once into uint8 arrays (centre square, resized), upright by their EXIF orientation, from
+every format Pillow reads for photos (``distill.data.readers.image_files.IMAGE_EXTENSIONS``). A corrupt or unreadable
+image is named in the error (``strict=True``) or skipped; skipped files (also the files of a class folder that are
+not images, and hidden ones) are logged, one WARNING per reason, and listed by reason in ``summary()["skipped"]``,
+which the engine writes to results.json.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,13 +23,15 @@ from typing import Any
 import numpy as np
 
 from distill.data.modules.base import ArrayDataModule, Split
-from distill.data.readers.image_files import IdentityFolder
+from distill.data.readers.image_files import SKIP_CORRUPT, SKIP_MISSING, IdentityFolder, SkipReport
 from distill.data.readers.stanford_dogs import breed_name, decode_images, read_split_list
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
 __all__ = ["ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
 
-_REPORT_PATHS = 20  # skipped paths listed in summary()
+_REPORT_PATHS = 20  # skipped paths listed in summary() per reason
+
+log = logging.getLogger(__name__)
 
 
 class SyntheticFineGrainedDataModule(ArrayDataModule):
@@ -84,7 +90,7 @@ class _DecodedFolderDataModule(ArrayDataModule):
         self.strict = bool(strict)
         self.max_per_class = None if max_per_class is None else int(max_per_class)
         self.class_names: list[str] = []
-        self._skipped: dict[str, list[Path]] = {}
+        self._skips = SkipReport()
 
     @property
     def num_classes(self) -> int:
@@ -107,19 +113,26 @@ class _DecodedFolderDataModule(ArrayDataModule):
         if not samples:
             raise ValueError(f"{type(self).__name__}: the '{name}' split has no images")
         images, kept, skipped = decode_images([path for path, _ in samples], self.image_size, self.strict)
-        self._skipped[name] = skipped
+        for path in skipped:
+            self._skips.add(SKIP_CORRUPT if path.is_file() else SKIP_MISSING, path)
         if len(kept) == 0:
             raise ValueError(f"{type(self).__name__}: every image of the '{name}' split failed to decode "
                              f"(first: {skipped[0]})")
         labels = np.array([samples[i][1] for i in kept], dtype=np.int64)
         return Split(images, labels)
 
+    def setup(self, stage: str | None = None) -> None:
+        fresh = self._splits is None
+        super().setup(stage)
+        if fresh:
+            self._skips.log(log, f"{type(self).__name__} (data.root={self.root})")
+
     def summary(self) -> dict[str, Any]:
-        """Split sizes, class count and the skipped (corrupt or unreadable) images."""
+        """Split sizes, class count and the skipped files by reason (``{"not an image": [...], "corrupt": [...]}``,
+        the first paths of each) with their counts."""
         self.setup()
-        skipped = [path for paths in self._skipped.values() for path in paths]
         return {**super().summary(), "classes": len(self.class_names), "strict": self.strict,
-                "skipped": len(skipped), "skipped_files": [str(path) for path in skipped[:_REPORT_PATHS]]}
+                "skipped": self._skips.as_dict(_REPORT_PATHS), "skipped_counts": self._skips.counts()}
 
 
 class StanfordDogsDataModule(_DecodedFolderDataModule):
@@ -182,9 +195,11 @@ class ImageFolderDataModule(_DecodedFolderDataModule):
 
     def build_splits(self) -> dict[str, Split]:
         folder = IdentityFolder(self.root)
+        self._skips.update(folder.skipped)
         self.class_names = list(folder.classes)
         if self.test_root is not None:
             test_folder = IdentityFolder(self.test_root)
+            self._skips.update(test_folder.skipped)
             unknown = sorted(set(test_folder.classes) - set(folder.classes))
             if unknown:
                 raise ValueError(f"data.test_root={self.test_root} has class folders not in data.root: {unknown[:5]}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.data.geo_cells import S2Partition
+from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
 from distill.data.readers.image_files import CorruptImageError, load_image
@@ -71,16 +71,38 @@ class GeoArrayDataModule(ArrayDataModule):
                              f"the partition from")
         coords = np.concatenate(training)
         try:
-            self._partition = S2Partition.build(coords[:, 0], coords[:, 1], t1=self.t1, t2=self.t2,
-                                                max_level=self.max_level)
+            partition = S2Partition.build(coords[:, 0], coords[:, 1], t1=self.t1, t2=self.t2,
+                                          max_level=self.max_level)
+            problem = None if len(partition) >= 2 else f"it keeps {len(partition)} cell, and a classifier needs two"
         except ValueError as error:
-            raise ValueError(f"{type(self).__name__}: data.t1={self.t1}, data.t2={self.t2}: {error}") from error
+            partition, problem = None, str(error)
+        if problem is not None:
+            raise ValueError(self._threshold_advice(coords, problem)) from None
+        if len(coords) <= self.t1:
+            log.warning("%s: data.t1=%d is not below the %d training photos, so no cell is split: the %d classes are "
+                        "whole faces of the S2 cube (thousands of km across). %s", type(self).__name__, self.t1,
+                        len(coords), len(partition), self._suggestion(coords))
+        self._partition = partition
         targets = {}
         for name, latlon in places.items():
             latlon = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
             targets[name] = self._partition.cell_of(latlon[:, 0], latlon[:, 1])
             self._outside[name] = int((targets[name] < 0).sum())
         return targets
+
+    def _suggestion(self, coords: np.ndarray) -> str:
+        found = suggest_thresholds(coords[:, 0], coords[:, 1], max_level=self.max_level)
+        if found is None:
+            return "No thresholds give two cells: the training photos all lie at one place."
+        t1, t2, partition = found
+        return (f"For these photos try data.t1={t1} data.t2={t2} ({len(partition)} cells holding "
+                f"{int(partition.counts.sum())} of the photos).")
+
+    def _threshold_advice(self, coords: np.ndarray, problem: str) -> str:
+        """The error for thresholds that do not suit the collection, with thresholds that do."""
+        return (f"{type(self).__name__}: the partition of the {len(coords)} training photos with data.t1={self.t1}, "
+                f"data.t2={self.t2} (data.max_level={self.max_level}) is unusable: {problem}. PlaNet's t1=10000, "
+                f"t2=50 suit tens of millions of photos; scale them with the collection. {self._suggestion(coords)}")
 
     @staticmethod
     def kept(name: str, targets: np.ndarray) -> np.ndarray:

@@ -1,9 +1,13 @@
 """COCO-format detection data: a checked loader for instances JSON files, a Dataset and its collate function.
 
 ``load_coco`` reads one annotation file and checks every annotation against its image and the categories; a bad
-one stops with an error naming the annotation id and the file. Category ids (COCO's run 1..90 with gaps) become
-contiguous labels 1..K (0 is the detectors' background). Crowd annotations (``iscrowd=1``) are kept apart: not
-trained on, and ignored by the COCO evaluation as in the official protocol.
+one stops with an error naming the annotation id, the file and the config key that changes what happens. Boxes
+outside their image follow ``box_policy`` (``data.box_policy``): ``error`` (the default) stops, ``clip`` clips them
+to the image, ``skip`` leaves them out; clipped and skipped boxes are counted per image. Every listed image file
+is opened (its header only) to check that it exists and has the size ``images[]`` gives it, upright by its EXIF
+orientation as the images are read; width and height swapped in ``images[]`` are reported as such. Category ids
+(COCO's run 1..90 with gaps) become contiguous labels 1..K (0 is the detectors' background). Crowd annotations
+(``iscrowd=1``) are kept apart: not trained on, and ignored by the COCO evaluation as in the official protocol.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["CocoImage", "CocoIndex", "load_coco", "CocoDetectionDataset", "collate_detection"]
+from distill.data.readers.image_files import CorruptImageError, image_size, open_image
 
-# Boxes may overhang the image by this many pixels (rounding in real annotations); they are clipped to it.
+__all__ = ["BOX_POLICIES", "CocoImage", "CocoIndex", "load_coco", "CocoDetectionDataset", "collate_detection"]
+
+# Boxes may overhang the image by this many pixels (rounding in real annotations); they are clipped to it under
+# every policy, uncounted.
 BOX_TOLERANCE = 1.0
+BOX_POLICIES = ("error", "clip", "skip")
 
 
 @dataclass
@@ -36,6 +43,8 @@ class CocoImage:
     labels: np.ndarray      # (N,) int64 in 1..K
     crowd_boxes: np.ndarray  # (M, 4) crowd regions (ignored by the evaluation)
     crowd_labels: np.ndarray
+    boxes_clipped: int = 0   # boxes past the image's edge clipped to it (box_policy=clip)
+    boxes_skipped: int = 0   # boxes past the image's edge left out (box_policy=skip)
 
 
 @dataclass
@@ -44,6 +53,7 @@ class CocoIndex:
     images: list[CocoImage]
     category_ids: list[int]     # COCO id of label k+1 at position k
     class_names: list[str]
+    box_policy: str = "error"
 
     @property
     def num_classes(self) -> int:
@@ -52,6 +62,14 @@ class CocoIndex:
     @property
     def num_boxes(self) -> int:
         return int(sum(len(image.boxes) for image in self.images))
+
+    @property
+    def boxes_clipped(self) -> int:
+        return int(sum(image.boxes_clipped for image in self.images))
+
+    @property
+    def boxes_skipped(self) -> int:
+        return int(sum(image.boxes_skipped for image in self.images))
 
 
 def _read_json(ann_file: Path) -> dict:
@@ -68,8 +86,13 @@ def _read_json(ann_file: Path) -> dict:
     return data
 
 
-def _checked_box(ann: dict, image: dict, ann_file: Path) -> list[float]:
-    """The annotation's [x, y, w, h] as xyxy inside the image, or a ValueError naming the annotation."""
+_POLICY_HINT = ("set data.box_policy=clip to clip such boxes to the image, or data.box_policy=skip to leave them "
+                "out (both are counted in results.json \"data\")")
+
+
+def _checked_box(ann: dict, image: dict, ann_file: Path, policy: str = "error") -> tuple[list[float] | None, str]:
+    """The annotation's [x, y, w, h] as xyxy inside the image and what was done to it: ``"ok"``, ``"clipped"`` or
+    ``"skipped"`` (box None) for a box past the image's edge, by ``policy``; a ValueError naming the annotation."""
     where = f"annotation id {ann.get('id')} (image id {ann.get('image_id')}) in {ann_file}"
     bbox = ann.get("bbox")
     if (not isinstance(bbox, list) or len(bbox) != 4
@@ -79,15 +102,46 @@ def _checked_box(ann: dict, image: dict, ann_file: Path) -> list[float]:
     if w <= 0 or h <= 0:
         raise ValueError(f"{where}: bbox {bbox} has width or height <= 0")
     width, height = image["width"], image["height"]
-    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
-        raise ValueError(f"{where}: bbox {bbox} lies outside the image ({width}x{height}, file "
-                         f"{image.get('file_name')!r}); expected 0 <= x, x + width <= {width}, 0 <= y, "
-                         f"y + height <= {height}")
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(width), x + w), min(float(height), y + h)
-    if x1 <= x0 or y1 <= y0:
+    inside = x1 > x0 and y1 > y0
+    outside = (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
+               or y + h > height + BOX_TOLERANCE)
+    if not outside and not inside:
         raise ValueError(f"{where}: bbox {bbox} has no area inside the image ({width}x{height})")
-    return [x0, y0, x1, y1]
+    if not outside:
+        return [x0, y0, x1, y1], "ok"
+    if policy == "skip":
+        return None, "skipped"
+    if policy == "clip" and inside:
+        return [x0, y0, x1, y1], "clipped"
+    problem = ("lies entirely outside the image, so it cannot be clipped; set data.box_policy=skip to leave such "
+               "boxes out" if policy == "clip" else _POLICY_HINT)
+    raise ValueError(f"{where}: bbox {bbox} lies outside the image ({width}x{height}, file "
+                     f"{image.get('file_name')!r}); expected 0 <= x, x + width <= {width}, 0 <= y, "
+                     f"y + height <= {height} (data.box_policy={policy}); "
+                     + ("it " + problem if policy == "clip" else problem))
+
+
+def _check_image_size(path: Path, image_id: int, position: int, info: dict, ann_file: Path) -> None:
+    """The file's upright size must be the size ``images[]`` gives it: a swap of width and height is named."""
+    try:
+        width, height, orientation = image_size(path)
+    except CorruptImageError as error:
+        raise CorruptImageError(f"{error} (image id {image_id}, images[{position}] of {ann_file})") from error
+    if (width, height) == (info["width"], info["height"]):
+        return
+    turned = (f"; the file's EXIF orientation {orientation} turns its stored {height}x{width} pixels upright, and "
+              f"the images are read upright: the JSON was probably written from the stored pixels, and its boxes "
+              f"must be for the upright image" if orientation in (5, 6, 7, 8) else "")
+    if (width, height) == (info["height"], info["width"]):
+        raise ValueError(f"{ann_file}: images[{position}] (image id {image_id}, {info['file_name']!r}) has width and "
+                         f"height swapped: it says width={info['width']}, height={info['height']}, but the image "
+                         f"{path} is {width} wide and {height} high{turned}; correct 'width' and 'height' of "
+                         f"that entry")
+    raise ValueError(f"{ann_file}: images[{position}] (image id {image_id}, {info['file_name']!r}) says "
+                     f"{info['width']}x{info['height']} (width x height), but the image {path} is "
+                     f"{width}x{height}{turned}; correct 'width' and 'height' of that entry")
 
 
 def _image_records(data: dict, ann_file: Path) -> dict[int, dict]:
@@ -103,18 +157,22 @@ def _image_records(data: dict, ann_file: Path) -> dict[int, dict]:
             raise ValueError(f"{ann_file}: image id {image_id} appears twice in 'images'")
         if width < 1 or height < 1:
             raise ValueError(f"{ann_file}: image id {image_id} ({file_name}) has size {width}x{height}")
-        records[image_id] = {"file_name": file_name, "width": width, "height": height}
+        records[image_id] = {"file_name": file_name, "width": width, "height": height, "position": position}
     return records
 
 
 def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, check_files: bool = True,
-              max_images: int | None = None) -> CocoIndex:
+              max_images: int | None = None, box_policy: str = "error") -> CocoIndex:
     """Read and check a COCO instances file whose ``file_name`` entries are relative to ``image_root``.
 
-    Raises ValueError naming the annotation id and ``ann_file`` for a box outside its image, an unknown
-    category id or an image id that is not listed; FileNotFoundError for a listed image file that is missing.
-    ``max_images`` keeps the first images (by id) only, e.g. for a quick run on a large dataset.
+    Raises ValueError naming the annotation id and ``ann_file`` for a box outside its image (``box_policy="error"``;
+    ``"clip"`` clips it to the image, ``"skip"`` leaves it out, both counted), an unknown category id or an image
+    id that is not listed; FileNotFoundError for a listed image file that is missing; ValueError naming the
+    ``images[]`` entry whose width and height are not the image file's (``check_files``: every kept image's header
+    is read). ``max_images`` keeps the first images (by id) only, e.g. for a quick run on a large dataset.
     """
+    if box_policy not in BOX_POLICIES:
+        raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)}, got {box_policy!r}")
     ann_file, image_root = Path(ann_file).expanduser(), Path(image_root).expanduser()
     data = _read_json(ann_file)
     categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -124,6 +182,8 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
     images = _image_records(data, ann_file)
     boxes: dict[int, list] = {image_id: [] for image_id in images}
     crowd: dict[int, list] = {image_id: [] for image_id in images}
+    fixed: dict[int, dict[str, int]] = {image_id: {"clipped": 0, "skipped": 0} for image_id in images}
+    sized: set[int] = set()
     for ann in data["annotations"]:
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
         if image_id not in images:
@@ -132,22 +192,38 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
         if category_id not in label_of:
             raise ValueError(f"annotation id {ann.get('id')} in {ann_file}: unknown category_id {category_id!r}; "
                              f"'categories' lists ids {sorted(label_of)}")
-        box = _checked_box(ann, images[image_id], ann_file)
-        (crowd if ann.get("iscrowd", 0) else boxes)[image_id].append((*box, label_of[category_id]))
+        info = images[image_id]
+        try:
+            box, done = _checked_box(ann, info, ann_file, box_policy)
+        except ValueError:
+            # A box past the edge of an image whose width and height are swapped in images[]: name the swap
+            path = image_root / info["file_name"]
+            if check_files and image_id not in sized and path.is_file():
+                _check_image_size(path, image_id, info["position"], info, ann_file)
+                sized.add(image_id)
+            raise
+        if done != "ok":
+            fixed[image_id][done] += 1
+        if box is not None:
+            (crowd if ann.get("iscrowd", 0) else boxes)[image_id].append((*box, label_of[category_id]))
     kept = sorted(images)[:max_images] if max_images else sorted(images)
     records = []
     for image_id in kept:
         info = images[image_id]
         path = image_root / info["file_name"]
-        if check_files and not path.is_file():
-            raise FileNotFoundError(f"image file {path} (image id {image_id}, listed in {ann_file}) not found; "
-                                    f"file names are relative to the image root {image_root}")
+        if check_files:
+            if not path.is_file():
+                raise FileNotFoundError(f"image file {path} (image id {image_id}, listed in {ann_file}) not found; "
+                                        f"file names are relative to the image root {image_root}")
+            if image_id not in sized:
+                _check_image_size(path, image_id, info["position"], info, ann_file)
         own = np.asarray(boxes[image_id], dtype=np.float32).reshape(-1, 5)
         crowd_own = np.asarray(crowd[image_id], dtype=np.float32).reshape(-1, 5)
         records.append(CocoImage(image_id, path, info["width"], info["height"], own[:, :4], own[:, 4].astype(np.int64),
-                                 crowd_own[:, :4], crowd_own[:, 4].astype(np.int64)))
+                                 crowd_own[:, :4], crowd_own[:, 4].astype(np.int64),
+                                 boxes_clipped=fixed[image_id]["clipped"], boxes_skipped=fixed[image_id]["skipped"]))
     return CocoIndex(ann_file, records, [int(c["id"]) for c in categories],
-                     [str(c.get("name", c["id"])) for c in categories])
+                     [str(c.get("name", c["id"])) for c in categories], box_policy=box_policy)
 
 
 class CocoDetectionDataset(Dataset):
@@ -173,9 +249,8 @@ class CocoDetectionDataset(Dataset):
         index, view = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), 0)
         record = self.images[index]
         try:
-            with Image.open(record.path) as handle:
-                pixels = np.asarray(handle.convert("RGB"))
-        except OSError as error:
+            pixels = np.asarray(open_image(record.path))  # upright by its EXIF orientation, RGB
+        except CorruptImageError as error:
             raise ValueError(f"image file {record.path} (image id {record.id}) cannot be decoded: {error}") from error
         if pixels.shape[:2] != (record.height, record.width):
             raise ValueError(f"image file {record.path} (image id {record.id}) is {pixels.shape[1]}x{pixels.shape[0]}, "
