@@ -2,8 +2,10 @@
 
 Reads every results.json below the folder, one row per run (student width and resolution, the recipe's
 primary metric, M mult-adds, M params, CPU latency), the paper's row beside it where the recipe has a paper
-table, and the teacher. Run folders without a results.json (a crashed or unfinished job) are listed as
-failed, never dropped. Writes report.md, report.csv and pareto.png.
+table and the run is on the recipe's own data, and the teacher. A run on other data (``data=image_folder``, a
+user's own folders: results.json ``data.name`` or ``config.data._target_``) is marked "own data" and never set
+beside the paper, nor is its plot titled so. Run folders without a results.json (a crashed or unfinished job)
+are listed as failed, never dropped. Writes report.md, report.csv and pareto.png.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 
 from distill.core.io import atomic_write, atomic_write_bytes
 from distill.engine.run_folder import RUN_CONFIG
-from distill.paper import PAPER_TABLES, PaperTable, paper_row
+from distill.paper import PAPER_TABLES, PaperTable, is_recipe_data, paper_row, paper_table
 
-__all__ = ["RunRecord", "collect_runs", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]
+__all__ = ["RunRecord", "collect_runs", "run_data", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]
 
 COLUMNS = ["run", "status", "model", "width", "resolution", "metric", "value", "paper", "delta",
-           "mult_adds_m", "paper_mult_adds_m", "params_m", "paper_params_m", "latency_ms"]
+           "mult_adds_m", "paper_mult_adds_m", "params_m", "paper_params_m", "latency_ms", "data", "own_data"]
+OWN_DATA = "own data"
 
 
 @dataclass
@@ -84,8 +87,24 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def run_data(results: dict[str, Any]) -> str | None:
+    """The data module a run used: results.json ``data.name``, else the class of ``config.data._target_``; None
+    when neither is recorded (older results)."""
+    data = results.get("data")
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        return data["name"]
+    config = results.get("config")
+    target = config.get("data", {}).get("_target_") if isinstance(config, dict) else None
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) else None
+
+
+def _own_data(recipe: str, data: str | None) -> bool:
+    """A run of a recipe with a paper table on data that is not the recipe's own."""
+    return recipe in PAPER_TABLES and not is_recipe_data(recipe, data)
+
+
 def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
-    """Teacher rows first (one per distinct teacher), then one row per run."""
+    """Teacher rows first (one per distinct teacher and data), then one row per run."""
     rows, teachers = [], {}
     for record in records:
         name = str(record.path.relative_to(root)) if record.path != root else "."
@@ -94,10 +113,12 @@ def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
             continue
         results = record.results
         recipe, metric = results.get("recipe", "?"), results.get("primary_metric", "")
-        table = PAPER_TABLES.get(recipe)
+        data = run_data(results)
+        own = _own_data(recipe, data)
+        table = paper_table(recipe, data)
         student = results["student"]
         value = _number(student.get("metrics", {}).get(metric))
-        paper = paper_row(recipe, student.get("width_multiplier"), student.get("resolution"))
+        paper = paper_row(recipe, student.get("width_multiplier"), student.get("resolution"), data)
         paper_value = paper.metric if paper and table and table.compares_to == metric else None
         rows.append({
             "run": name, "status": "ok", "model": student.get("name"), "width": student.get("width_multiplier"),
@@ -106,10 +127,10 @@ def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
             "delta": round(value - paper_value, 4) if value is not None and paper_value is not None else None,
             "mult_adds_m": _millions(student.get("mult_adds")), "paper_mult_adds_m": paper.mult_adds_m if paper else None,
             "params_m": _millions(student.get("params")), "paper_params_m": paper.params_m if paper else None,
-            "latency_ms": _number(student.get("latency_ms")),
+            "latency_ms": _number(student.get("latency_ms")), "data": data, "own_data": own,
         })
         teacher = results.get("teacher", {})
-        key = (teacher.get("name"), teacher.get("resolution"))
+        key = (teacher.get("name"), teacher.get("resolution"), data)
         if key not in teachers:
             teacher_value = _number(teacher.get("metrics", {}).get(metric))
             paper_teacher = table.teacher if table else None
@@ -123,7 +144,7 @@ def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
                 "paper_mult_adds_m": paper_teacher.mult_adds_m if paper_teacher else None,
                 "params_m": _millions(teacher.get("params")),
                 "paper_params_m": paper_teacher.params_m if paper_teacher else None,
-                "latency_ms": _number(teacher.get("latency_ms")),
+                "latency_ms": _number(teacher.get("latency_ms")), "data": data, "own_data": own,
             }
     return list(teachers.values()) + rows
 
@@ -151,7 +172,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         model = f"{row['model']} (teacher)" if row["status"] == "teacher" else row["model"]
         lines.append("| " + " | ".join([
             str(model), str(row["width"] or "—"), _cell(row["resolution"]), str(row["metric"]),
-            _cell(row["value"], "percent"), _cell(row["paper"], "percent"), _cell(row["delta"], "delta"),
+            _cell(row["value"], "percent"), OWN_DATA if row.get("own_data") else _cell(row["paper"], "percent"),
+            _cell(row["delta"], "delta"),
             f"{_cell(row['mult_adds_m'])} / {_cell(row['paper_mult_adds_m'])}",
             f"{_cell(row['params_m'])} / {_cell(row['paper_params_m'])}",
             _cell(row["latency_ms"]), row["run"],
@@ -218,6 +240,20 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "", table: 
     return path
 
 
+def pareto_title(records: list[RunRecord]) -> tuple[str, PaperTable | None]:
+    """The plot's title and the paper table drawn in it: the paper's only when every run is on its recipe's data."""
+    finished = [r.results for r in records if r.results]
+    recipes = sorted({results.get("recipe", "?") for results in finished})
+    own = sorted({run_data(results) or "?" for results in finished
+                  if _own_data(results.get("recipe", "?"), run_data(results))})
+    title = ", ".join(recipes)
+    if own:
+        return f"{title} on {OWN_DATA} ({', '.join(own)})", None
+    sources = [PAPER_TABLES[name].source for name in recipes if name in PAPER_TABLES]
+    table = PAPER_TABLES.get(recipes[0]) if len(recipes) == 1 else None
+    return title + (f" vs paper {sources[0]}" if sources else ""), table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill.report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a run folder or a sweep (multirun) folder")
@@ -234,11 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown, table_csv = to_markdown(rows), to_csv(rows)
     atomic_write_bytes(out / "report.md", markdown.encode())
     atomic_write_bytes(out / "report.csv", table_csv.encode())
-    recipes = sorted({r.results.get("recipe", "?") for r in records if r.results})
-    sources = [PAPER_TABLES[name].source for name in recipes if name in PAPER_TABLES]
-    table = PAPER_TABLES.get(recipes[0]) if len(recipes) == 1 else None
-    plot_pareto(rows, out / "pareto.png", title=", ".join(recipes) + (f" vs paper {sources[0]}" if sources else ""),
-                table=table)
+    title, table = pareto_title(records)
+    plot_pareto(rows, out / "pareto.png", title=title, table=table)
     printed = {"md": markdown, "csv": table_csv, "json": json.dumps(rows, indent=2) + "\n"}[args.format]
     sys.stdout.write(printed)
     failed = sum(1 for r in records if r.results is None)

@@ -148,3 +148,22 @@ def test_non_finite_loss_stops_training_naming_the_term():
 def test_nothing_to_train_on_is_an_error():
     with pytest.raises(ValueError, match="nothing to train on"):
         _module({}, ground_truth_weight=0.0)
+
+
+def test_training_checkpoints_leave_out_the_frozen_teacher_and_refuse_another_one():
+    module = _module({"kd": {}})
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert not [key for key in checkpoint["state_dict"] if key.startswith("teacher.")]
+    assert any(key.startswith("student.") for key in checkpoint["state_dict"])
+    # loading puts the rebuilt teacher's weights back, so a strict load of the whole module succeeds
+    resumed = _module({"kd": {}})
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.load_state_dict(checkpoint["state_dict"], strict=True)
+    for key, value in module.teacher.state_dict().items():
+        assert torch.equal(resumed.teacher.state_dict()[key], value), key
+    torch.manual_seed(5)
+    other = _module({"kd": {}}, teacher=MobileNetV1(width_multiplier=0.5, num_classes=5))
+    with pytest.raises(ValueError, match="trained with another teacher"):
+        other.on_load_checkpoint({"state_dict": dict(checkpoint["state_dict"]),
+                                  "distill_teacher_fingerprint": checkpoint["distill_teacher_fingerprint"]})

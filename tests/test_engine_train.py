@@ -96,6 +96,9 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tiny_smoke_cfg, tmp_path
         run(tiny_smoke_cfg(*overrides), run_dir=tmp_path / "killed", callbacks=[_Interrupt()])
     assert not (tmp_path / "killed" / "results.json").exists()
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert not [key for key in saved["state_dict"] if key.startswith("teacher.")]  # rebuilt on resume, not saved
+    assert any(key.startswith("student.") for key in saved["state_dict"]) and saved["optimizer_states"]
     resumed = run(tiny_smoke_cfg(*overrides, "resume=true"), run_dir=tmp_path / "killed")
     a = torch.load(reference["student_checkpoint"], weights_only=True)["state_dict"]
     b = torch.load(resumed["student_checkpoint"], weights_only=True)["state_dict"]

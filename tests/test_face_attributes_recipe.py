@@ -62,7 +62,9 @@ def test_evaluate_matches_an_independent_average_precision():
     labels[0, 2] = 1  # at least one positive in the rare column; the last column has none
     scores = torch.from_numpy(rng.normal(size=(30, 4)).astype(np.float32)) + torch.from_numpy(labels) * 0.8
     names = ("Smiling", "Eyeglasses", "Bald", "Never")
-    metrics = MultiLabelTask(num_labels=4).evaluate(_Fixed(scores), _Labelled(labels, names), resolution=4)
+    with pytest.warns(RuntimeWarning, match=r"over 3 of 4 attributes: 1 have no positive .*\(Never\)"):
+        metrics = MultiLabelTask(num_labels=4).evaluate(_Fixed(scores), _Labelled(labels, names), resolution=4)
+    assert metrics["attributes_averaged"] == 3 and metrics["attributes_without_positives"] == ["Never"]
     expected = {name: _numpy_average_precision(scores[:, j].numpy(), labels[:, j]) for j, name in enumerate(names[:3])}
     assert metrics["ap_per_attribute"]["Never"] is None
     for name, value in expected.items():
@@ -161,6 +163,8 @@ def test_tiny_face_attributes_run_writes_map_for_teacher_and_student(tiny_run):
         scored = [v for v in per_attribute.values() if v is not None]
         assert len(scored) >= 20 and all(0.0 <= v <= 1.0 for v in scored)
         assert metrics["mAP"] == pytest.approx(sum(scored) / len(scored))
+        assert metrics["attributes_averaged"] == len(scored)
+        assert len(metrics["attributes_without_positives"]) == len(per_attribute) - len(scored)
     expected = profile(MobileNetV1(width_multiplier=0.25, num_classes=40), input_size=(3, 32, 32))
     assert (results["student"]["mult_adds"], results["student"]["params"]) == (expected.mult_adds, expected.params)
     assert results["data"]["labelled"] == {"teacher_train": True, "train": False, "test": True}

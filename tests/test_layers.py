@@ -18,9 +18,9 @@ LAYERS = {
     "data": 1, "models": 1, "losses": 1, "metrics": 1,
     "tasks": 2,
     "engine": 3,
-    "__main__": 4, "__init__": 4, "export": 4, "report": 4, "paper": 0,
+    "__main__": 4, "__init__": 4, "export": 4, "report": 4, "paper": 0, "cache": 4,
 }
-ENTRY_POINTS = {"__main__", "export", "report", "cost"}
+ENTRY_POINTS = {"__main__", "export", "report", "cost", "cache"}
 
 
 def _part(module: str) -> str | None:

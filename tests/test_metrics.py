@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -432,15 +433,28 @@ def test_average_precision_by_hand():
     assert from_logits["ap_per_attribute"] == pytest.approx(result["ap_per_attribute"])
 
 
-def test_attributes_without_positives_are_skipped():
+def test_attributes_without_positives_are_skipped_counted_and_warned_about():
     scores = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.7, 0.5], [0.3, 0.2, 0.5], [0.1, 0.6, 0.5]])
     target = torch.tensor([[1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0]])
-    result = multilabel_average_precision(scores, target)
-    assert result["ap_per_attribute"] == pytest.approx({"0": (1 + 2 / 3) / 2, "1": None, "2": None})
+    with pytest.warns(RuntimeWarning, match=r"over 1 of 3 attributes: 2 have no positive .*\(bald, hat\)"):
+        result = multilabel_average_precision(scores, target, names=["smiling", "bald", "hat"])
+    assert result["ap_per_attribute"] == pytest.approx({"smiling": (1 + 2 / 3) / 2, "bald": None, "hat": None})
     assert result["mAP"] == pytest.approx((1 + 2 / 3) / 2)
+    assert result["attributes_averaged"] == 1 and result["attributes_without_positives"] == ["bald", "hat"]
     json.dumps(result, allow_nan=False)
-    none = multilabel_average_precision(scores, torch.zeros(4, 3, dtype=torch.long))
-    assert none == {"mAP": None, "ap_per_attribute": {"0": None, "1": None, "2": None}}
+    with pytest.warns(RuntimeWarning, match="over 0 of 3 attributes"):
+        none = multilabel_average_precision(scores, torch.zeros(4, 3, dtype=torch.long))
+    assert none == {"mAP": None, "attributes_averaged": 0, "attributes_without_positives": ["0", "1", "2"],
+                    "ap_per_attribute": {"0": None, "1": None, "2": None}}
+
+
+def test_a_mean_over_every_attribute_says_so_and_does_not_warn():
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.3, 0.2], [0.1, 0.6]])
+    target = torch.tensor([[1, 1], [0, 0], [1, 0], [0, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = multilabel_average_precision(scores, target)
+    assert result["attributes_averaged"] == 2 and result["attributes_without_positives"] == []
 
 
 def test_multilabel_rejects_bad_input():

@@ -74,3 +74,68 @@ def test_every_paper_table_is_set_beside_its_recipes_primary_metric():
     for recipe, table in PAPER_TABLES.items():
         task = instantiate(compose_config([f"recipe={recipe}"]).task)
         assert table.compares_to == task.primary_metric, recipe
+
+
+def _dogs(width, resolution, value, *, data_name=None, target=None):
+    results = _results(width, resolution, value, 569_000_000, 3_300_000)
+    results.update(recipe="dogs", primary_metric="top1")
+    results["student"]["metrics"] = {"top1": value}
+    results["teacher"].update(name="resnet10t", metrics={"top1": 0.9})
+    if data_name is not None:
+        results["data"] = {"name": data_name, "splits": {"train": 10, "test": 5}}
+    if target is not None:
+        results["config"] = {"data": {"_target_": target}}
+    return results
+
+
+def _write(root, runs):
+    for name, results in runs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(results))
+    return root
+
+
+def test_a_sweep_on_own_data_is_never_set_beside_the_paper(tmp_path, capsys):
+    from distill.report import pareto_title
+
+    root = _write(tmp_path / "birds", {
+        "0": _dogs(1.0, 224, 0.7, target="distill.data.modules.fine_grained.ImageFolderDataModule"),
+        "1": _dogs(0.75, 224, 0.6, data_name="ImageFolderDataModule")})
+    records = collect_runs(root)
+    teacher, first, second = report_rows(records, root)
+    for row in (teacher, first, second):
+        assert row["paper"] is None and row["delta"] is None and row["own_data"] is True
+        assert row["data"] == "ImageFolderDataModule"
+    assert first["paper_mult_adds_m"] is None
+    assert pareto_title(records) == ("dogs on own data (ImageFolderDataModule)", None)
+    assert main([str(root), "--format", "csv"]) == 0
+    markdown = (root / "report.md").read_text()
+    assert "| mobilenet_v1 | 1.0 | 224 | top1 | 70.0% | own data | — |" in markdown
+    assert "83.3%" not in markdown and "Table 10" not in markdown
+    printed = list(csv.DictReader(io.StringIO(capsys.readouterr().out.split("\n\n")[0])))
+    assert {row["own_data"] for row in printed} == {"True"}
+
+
+def test_the_recipes_own_data_is_set_beside_the_paper(tmp_path):
+    from distill.report import pareto_title
+
+    root = _write(tmp_path / "dogs", {
+        "0": _dogs(1.0, 224, 0.8, target="distill.data.modules.fine_grained.StanfordDogsDataModule"),
+        "1": _dogs(0.75, 192, 0.7, data_name="SyntheticFineGrainedDataModule")})
+    records = collect_runs(root)
+    rows = report_rows(records, root)
+    teachers = [row for row in rows if row["status"] == "teacher"]
+    first, second = [row for row in rows if row["status"] == "ok"]
+    assert [t["data"] for t in teachers] == ["StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
+    assert all(t["paper"] == 0.84 for t in teachers)  # one teacher row per data set, each beside Inception V3
+    assert first["paper"] == 0.833 and second["paper"] == 0.805
+    assert not first["own_data"] and first["data"] == "StanfordDogsDataModule"
+    title, table = pareto_title(records)
+    assert title == "dogs vs paper Table 10 (Stanford Dogs)" and table is not None
+    # one run on other data in the sweep: the plot is no longer the paper's, that run's row has no paper value
+    (root / "2").mkdir()
+    (root / "2" / "results.json").write_text(json.dumps(_dogs(1.0, 224, 0.5, data_name="ImageFolderDataModule")))
+    records = collect_runs(root)
+    rows = report_rows(records, root)
+    assert [row["paper"] for row in rows if row["status"] == "ok"] == [0.833, 0.805, None]
+    assert pareto_title(records) == ("dogs on own data (ImageFolderDataModule)", None)

@@ -6,16 +6,24 @@ facenet-pytorch package (``facenet_pytorch/data/{p,r,o}net.pt``): nothing is dow
 
 An image without a detectable face is never dropped: it gets the fallback crop (the centre of the image)
 and ``found=False``, so the caller can count and report it.
+
+Where a photo holds several faces, the one kept is the one that belongs to the folder's person by a stated
+rule, not MTCNN's most confident: the largest and most central (``select_face``: box area minus twice the
+squared distance of the box centre from the image centre, facenet-pytorch's ``center_weighted_size``). The
+number of faces found is returned too, so the caller can count multi-face photos.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
-__all__ = ["FaceAligner", "centre_crop", "square_crop"]
+__all__ = ["CENTRE_PENALTY", "FaceAligner", "centre_crop", "face_scores", "select_face", "square_crop"]
+
+CENTRE_PENALTY = 2.0  # per squared pixel of the box centre's distance from the image centre
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -55,8 +63,36 @@ def centre_crop(image: np.ndarray, size: int, fraction: float = 1.0) -> np.ndarr
     return square_crop(image, ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2), size)
 
 
+def face_scores(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """Score of each box (x1, y1, x2, y2) in an image of shape (H, W, ...): area - CENTRE_PENALTY x the squared
+    distance of its centre from the image centre. The highest is the largest, most central face."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    height, width = float(image_shape[0]), float(image_shape[1])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    offset = ((boxes[:, 0] + boxes[:, 2]) / 2 - width / 2) ** 2 + ((boxes[:, 1] + boxes[:, 3]) / 2 - height / 2) ** 2
+    return area - CENTRE_PENALTY * offset
+
+
+def select_face(boxes, probs, image_shape: Sequence[int]) -> int | None:
+    """Index of the face to keep among MTCNN's ``boxes`` (N, 4) and ``probs`` (N,): the largest and most central
+    (``face_scores``), whatever MTCNN's confidence; None when there is no box. Boxes without a probability
+    (facenet-pytorch gives None for them) are not faces. Ties go to the earlier box."""
+    if boxes is None or probs is None:
+        return None
+    probs = np.asarray([np.nan if p is None else float(p) for p in np.ravel(np.asarray(probs, dtype=object))])
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0 or len(boxes) != len(probs):
+        return None
+    scores = face_scores(boxes, image_shape)
+    scores[~np.isfinite(probs)] = -np.inf
+    if not np.isfinite(scores).any():
+        return None
+    return int(np.argmax(scores))
+
+
 class FaceAligner:
-    """MTCNN detection + square crop of the most confident face; ``align`` gives (crops, found).
+    """MTCNN detection + square crop of the face that belongs to the photo's person (``select_face``: the largest,
+    most central); ``align`` gives (crops, found), ``crop`` gives (crop, number of faces found).
 
     ``margin``: context added on each side, as a fraction of the detected box's larger side.
     ``fallback_fraction``: the centre crop used when no face is found (see ``centre_crop``).
@@ -77,30 +113,45 @@ class FaceAligner:
         self.image_size = int(image_size)
         self.margin = float(margin)
         self.fallback_fraction = float(fallback_fraction)
+        self.device = str(device)
+        # detection only (``detect``): which face to keep is ``select_face``'s rule, not MTCNN's
         self.mtcnn = MTCNN(min_face_size=int(min_face_size), thresholds=list(thresholds), post_process=False,
-                           select_largest=False, keep_all=False, device=device)
+                           select_largest=True, keep_all=True, device=device)
 
-    def detect(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """The most confident face box (x1, y1, x2, y2) as float64, and its probability; (None, 0.0) if none."""
+    def detect_all(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every face MTCNN finds: boxes (N, 4) float64 (x1, y1, x2, y2) and probabilities (N,); N may be 0."""
         _check_image(image)
         boxes, probs = self.mtcnn.detect(Image.fromarray(image))
         if boxes is None or len(boxes) == 0:
-            return None, 0.0
+            return np.zeros((0, 4)), np.zeros(0)
         # facenet-pytorch may hand back object arrays; make them plain floats
-        probs = np.asarray([0.0 if p is None else float(p) for p in np.ravel(probs)])
-        best = int(np.argmax(probs))
-        return np.asarray(boxes[best], dtype=np.float64), float(probs[best])
+        probs = np.asarray([np.nan if p is None else float(p) for p in np.ravel(probs)])
+        return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), probs
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The kept face's box (``select_face``: largest, most central) and its probability; (None, 0.0) if none."""
+        boxes, probs = self.detect_all(image)
+        best = select_face(boxes, probs, image.shape)
+        if best is None:
+            return None, 0.0
+        return boxes[best], float(probs[best])
+
+    def crop(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """(crop of the kept face, or the fallback centre crop; the number of faces MTCNN found)."""
+        boxes, probs = self.detect_all(image)
+        best = select_face(boxes, probs, image.shape)
+        if best is None:
+            return centre_crop(image, self.image_size, self.fallback_fraction), 0
+        return square_crop(image, boxes[best], self.image_size, self.margin), int(np.isfinite(probs).sum())
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
-        box, _ = self.detect(image)
-        if box is None:
-            return centre_crop(image, self.image_size, self.fallback_fraction), False
-        return square_crop(image, box, self.image_size, self.margin), True
+        crop, faces = self.crop(image)
+        return crop, faces > 0
 
-    def align(self, images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Crops (N, size, size, 3) uint8 and a bool array saying where a face was found."""
+    def align(self, images: Iterable[np.ndarray], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Crops (N, size, size, 3) uint8 and a bool array saying where a face was found; ``progress``: a tqdm bar."""
         crops, found = [], []
-        for image in images:
+        for image in tqdm(images, desc="aligning faces (MTCNN)", unit="image", disable=not progress):
             crop, ok = self(image)
             crops.append(crop)
             found.append(ok)

@@ -10,6 +10,10 @@ Loss terms are declared in config, one per entry of ``loss.terms`` (a mapping fr
 ``student``/``teacher`` name the layers whose outputs the loss compares ("output" by default); where the
 shapes differ a learnable adapter (1x1 conv or linear) maps the student's feature to the teacher's shape. The
 ``ground_truth`` term weights what the task computes from the labels (cross-entropy, a detector's box losses).
+
+A training checkpoint (``checkpoints/last.ckpt``) holds the student, the adapters, the losses' own parameters and
+the optimizer, not the frozen teacher: the engine rebuilds the teacher from its weights or cache before resuming,
+and the checkpoint records the teacher's fingerprint so that a resume with another teacher is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from distill.core.fingerprint import module_fingerprint
 from distill.engine.features import OUTPUT, FeatureRecorder, first_tensor, make_adapter
 from distill.engine.training import TrainingModule
 from distill.losses import create_loss
@@ -28,6 +33,8 @@ from distill.tasks.base import GROUND_TRUTH, Task
 __all__ = ["LossTermSpec", "parse_loss_terms", "DistillationModule"]
 
 _TERM_KEYS = {"name", "weight", "student", "teacher", "adapter"}
+_TEACHER_PREFIX = "teacher."
+_TEACHER_FINGERPRINT_KEY = "distill_teacher_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class DistillationModule(TrainingModule):
         self._teacher_features = (FeatureRecorder(teacher, self.teacher_layers, model_label="teacher")
                                   if teacher is not None else None)
         self.adapters = nn.ModuleDict(self._build_adapters())
+        self._teacher_fingerprint: str | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _build_adapters(self) -> dict[str, nn.Module]:
@@ -191,6 +199,34 @@ class DistillationModule(TrainingModule):
                     self.log(f"train/{GROUND_TRUTH}/{name}", value.detach(), on_step=True, on_epoch=True,
                              batch_size=self.batch_size(batch), sync_dist=True)
         return losses
+
+    # --- checkpoints: the frozen teacher is rebuilt, never saved -------------------------------------------------
+    def teacher_fingerprint(self) -> str | None:
+        """Digest of the frozen teacher's weights (computed once: the teacher never changes)."""
+        if self.teacher is not None and self._teacher_fingerprint is None:
+            self._teacher_fingerprint = module_fingerprint(self.teacher)
+        return self._teacher_fingerprint
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict") or {}
+        for key in [key for key in state if key.startswith(_TEACHER_PREFIX)]:
+            del state[key]
+        if self.teacher is not None:
+            checkpoint[_TEACHER_FINGERPRINT_KEY] = self.teacher_fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict")
+        if self.teacher is None or state is None:
+            return
+        recorded = checkpoint.get(_TEACHER_FINGERPRINT_KEY)
+        if recorded is not None and recorded != self.teacher_fingerprint():
+            raise ValueError(f"the checkpoint was trained with another teacher (fingerprint {recorded}, this run's "
+                             f"teacher {self.teacher_fingerprint()}): resume with the same teacher.weights / data / "
+                             f"seed, or start a new run")
+        for key, value in self.teacher.state_dict().items():  # the teacher as rebuilt (older checkpoints hold it)
+            state.setdefault(_TEACHER_PREFIX + key, value)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         params = list(self.student.parameters()) + list(self.adapters.parameters()) + list(self.losses.parameters())

@@ -8,8 +8,10 @@ opened without predicting anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -97,6 +99,8 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
 
 def _opened(cache: TeacherOutputCache, trainer: pl.Trainer) -> TeacherOutputCache:
     cache.load()
+    with contextlib.suppress(OSError):
+        os.utime(cache.manifest_path)  # last used: what `python -m distill.cache prune` goes by
     digest = hashlib.sha256()
     for name, entry in sorted(cache.manifest["outputs"].items()):
         digest.update(f"{name}:{entry['sha256']}".encode())

@@ -7,8 +7,10 @@ fit happens once: one process fits under a file lock on the key, the others wait
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import pickle
 import time
 from pathlib import Path
@@ -91,6 +93,8 @@ def _load_cached(fitted: nn.Module, path: Path) -> dict[str, Any] | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         fitted.load_state_dict(payload["state_dict"])
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last used: what `python -m distill.cache prune` goes by
         return dict(payload.get("meta", {}))
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
         log.warning("cached teacher %s is unreadable (%s); fitting it again", path, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -17,9 +18,10 @@ def multilabel_average_precision(
 
     ``probs_or_logits``: (N, L) scores (AP only depends on their order, so probabilities and logits
     give the same result); ``target``: (N, L) of 0/1. An attribute with no positive sample has no
-    AP: it is reported as None and left out of ``mAP`` (None too when no attribute has a positive).
-    Returns ``{"mAP": float | None, "ap_per_attribute": {name: float | None}}``; names default to
-    the column indices as strings.
+    AP: it is reported as None and left out of ``mAP`` (None too when no attribute has a positive), and a
+    ``RuntimeWarning`` names it, so a macro mean over fewer attributes than the data has never passes unseen.
+    Returns ``{"mAP": float | None, "attributes_averaged": int, "attributes_without_positives": [names],
+    "ap_per_attribute": {name: float | None}}``; names default to the column indices as strings.
     """
     scores = torch.as_tensor(probs_or_logits).detach()
     target = torch.as_tensor(target).detach()
@@ -48,8 +50,15 @@ def multilabel_average_precision(
 
     scored = torch.nonzero(target.sum(dim=0) > 0).flatten()
     per_attribute = {name: None for name in names}
+    without = [str(names[i]) for i in torch.nonzero(target.sum(dim=0) == 0).flatten().tolist()]
+    counts = {"attributes_averaged": int(scored.numel()), "attributes_without_positives": without}
+    if without:
+        shown = ", ".join(without[:10]) + (f" and {len(without) - 10} more" if len(without) > 10 else "")
+        warnings.warn(f"mean average precision over {scored.numel()} of {num_labels} attributes: {len(without)} have "
+                      f"no positive sample among the {scores.shape[0]} images and no AP ({shown})", RuntimeWarning,
+                      stacklevel=2)
     if scored.numel() == 0:
-        return {"mAP": None, "ap_per_attribute": per_attribute}
+        return {"mAP": None, **counts, "ap_per_attribute": per_attribute}
     # Only attributes with a positive are passed on: for the others torchmetrics warns and
     # returns a placeholder value instead of an undefined AP. Its multi-label form needs two or
     # more labels, so a single one goes through the binary form (the same computation).
@@ -61,4 +70,4 @@ def multilabel_average_precision(
     ap = metric(scores[:, scored], target[:, scored]).reshape(-1).cpu().tolist()
     for column, value in zip(scored.tolist(), ap, strict=True):
         per_attribute[names[column]] = float(value)
-    return {"mAP": float(sum(ap) / len(ap)), "ap_per_attribute": per_attribute}
+    return {"mAP": float(sum(ap) / len(ap)), **counts, "ap_per_attribute": per_attribute}

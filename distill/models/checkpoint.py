@@ -26,6 +26,7 @@ from torch import nn
 
 from distill.core.io import atomic_torch_save, read_torch_file
 from distill.models.factory import student_builder
+from distill.models.preprocess import Preprocess
 from distill.models.registry import UnknownBuilderError, build_model, builder_path
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "save_student", "read_student_checkpoint", "load_student"]
@@ -126,7 +127,9 @@ def read_student_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_student(path: str | os.PathLike) -> nn.Module:
     """Rebuild the student of a student.ckpt through the model registry; returns it in eval mode.
 
-    The checkpoint's ``meta`` (input resolution, normalisation, recipe, metrics) is attached as ``model.distill_meta``.
+    The checkpoint's ``meta`` (input resolution, normalisation, recipe, metrics) is attached as ``model.distill_meta``
+    and the preprocessing it describes as ``model.preprocess`` (``distill.models.preprocess.Preprocess``), so
+    ``model(model.preprocess(image_or_path_or_list))`` works without reading the meta.
     """
     payload = read_student_checkpoint(path)
     builder, kwargs = payload["builder"], payload["kwargs"]
@@ -149,4 +152,5 @@ def load_student(path: str | os.PathLike) -> nn.Module:
         )
     model.load_state_dict(stored)
     model.distill_meta = payload["meta"]
+    model.preprocess = Preprocess(payload["meta"])
     return model.eval()

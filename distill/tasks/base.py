@@ -158,9 +158,14 @@ class Task:
         return torch.zeros(1, 3, resolution, resolution)
 
     def preprocessing(self, datamodule: Any) -> dict[str, Any]:
-        """How a user prepares an image for the student (stored in its checkpoint): the normalisation."""
+        """How a user prepares an image for the student (stored in its checkpoint): the normalisation, and the
+        decoded size and centre-crop share of the data's images (``distill.models.preprocess`` repeats them)."""
         dataset = datamodule.dataset("test")
-        return {"mean": list(dataset.mean.flatten().tolist()), "std": list(dataset.std.flatten().tolist())}
+        decoded = {key: value for key in ("image_size", "crop_fraction")
+                   if isinstance(value := getattr(datamodule, key, None), (int, float)) and not isinstance(value, bool)}
+        if getattr(datamodule, "align", False) is True:  # trained on MTCNN face crops: users give face crops
+            decoded = {"image_size": decoded.get("image_size"), "aligned_faces": True}
+        return {"mean": list(dataset.mean.flatten().tolist()), "std": list(dataset.std.flatten().tolist()), **decoded}
 
     def save_artifacts(self, datamodule: Any, run_dir: Path) -> dict[str, Any]:
         """Write what a user needs beside the student to use it (e.g. a class-to-place table) into ``run_dir``.

@@ -66,7 +66,8 @@ class MultiLabelTask(Task):
 
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
                  device: torch.device | str = "cpu") -> dict[str, Any]:
-        """{"mAP": macro mean over attributes with a positive, "ap_per_attribute": {name: AP or None}}."""
+        """{"mAP": macro mean over attributes with a positive, "attributes_averaged": how many,
+        "attributes_without_positives": [names], "ap_per_attribute": {name: AP or None}}."""
         logits, targets = predict(model, datamodule.eval_dataloader("test", resolution=resolution), device=device)
         if targets is None:
             raise ValueError(f"{type(datamodule).__name__}: the test split has no labels; mean average precision "

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from distill.core.fingerprint import fingerprint
 from distill.data.views import ImageArrayDataset, ViewSampler
+from distill.data.workers import loader_workers
 
 __all__ = ["Split", "ArrayDataModule"]
 
@@ -53,7 +54,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.resolution = int(resolution)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = loader_workers(num_workers)  # never more than the machine's cores
         self.num_views = int(num_views)
         self.augment = augment
         self.seed = int(seed)

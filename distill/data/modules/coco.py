@@ -20,6 +20,7 @@ from distill.core.paths import default_cache_dir
 from distill.data.readers.coco import (BOX_POLICIES, CocoDetectionDataset, CocoImage, CocoIndex, collate_detection,
                                        load_coco)
 from distill.data.views import ViewSampler
+from distill.data.workers import loader_workers
 from distill.data.synthetic.coco_scenes import GENERATOR_VERSION, write_synthetic_coco
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
@@ -58,7 +59,7 @@ class CocoDataModule(pl.LightningDataModule):
         self.max_images = max_images
         self.resolution = int(resolution)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
-        self.num_workers, self.flip, self.seed = int(num_workers), bool(flip), int(seed)
+        self.num_workers, self.flip, self.seed = loader_workers(num_workers), bool(flip), int(seed)
         self.splits: dict[str, list[CocoImage]] = {}
         self.index: CocoIndex | None = None
         self._resume: tuple[int, int] | None = None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from distill.core.fingerprint import fingerprint
 from distill.data.align import FaceAligner, centre_crop
@@ -332,7 +333,8 @@ class FaceFolderDataModule(ArrayDataModule):
     def _preprocess_parts(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "crop_fraction": self.crop_fraction, "strict": self.strict,
                 "align": self.align, "align_margin": self.align_margin if self.align else None,
-                "align_min_face_size": self.align_min_face_size if self.align else None}
+                "align_min_face_size": self.align_min_face_size if self.align else None,
+                **({"align_select": "largest_central"} if self.align else {})}
 
     def fingerprint_parts(self) -> dict[str, Any]:
         listing = self.listing()
@@ -346,15 +348,16 @@ class FaceFolderDataModule(ArrayDataModule):
         }
 
     # --- decoding -----------------------------------------------------------------------------------
-    def _decode_one(self, path: Path) -> tuple[np.ndarray, bool]:
+    def _decode_one(self, path: Path) -> tuple[np.ndarray, int]:
+        """(crop, faces MTCNN found: the largest, most central one is kept; 1 without alignment)."""
         image = load_image(path)
         if self.align:
             if self._aligner is None:
                 self._aligner = FaceAligner(self.image_size, margin=self.align_margin,
                                             min_face_size=self.align_min_face_size,
                                             fallback_fraction=self.crop_fraction)
-            return self._aligner(image)
-        return centre_crop(image, self.image_size, self.crop_fraction), True
+            return self._aligner.crop(image)
+        return centre_crop(image, self.image_size, self.crop_fraction), 1
 
     def _decode(self, split: str, paths: Sequence[Path]) -> dict[str, np.ndarray]:
         """Decode (and align) ``paths``; arrays cached on disk keyed by the file list and the settings."""
@@ -363,15 +366,16 @@ class FaceFolderDataModule(ArrayDataModule):
                      " with MTCNN alignment" if self.align else "")
             images = np.zeros((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
             ok = np.ones(len(paths), dtype=bool)
-            found = np.ones(len(paths), dtype=bool)
-            for i, path in enumerate(paths):
+            faces = np.ones(len(paths), dtype=np.int64)
+            for i, path in enumerate(tqdm(paths, desc=f"{split}: {'aligning' if self.align else 'decoding'}",
+                                          unit="image", leave=False, disable=None)):
                 try:
-                    images[i], found[i] = self._decode_one(path)
+                    images[i], faces[i] = self._decode_one(path)
                 except CorruptImageError:
                     if self.strict:
                         raise
                     ok[i] = False
-            return {"images": images, "ok": ok, "found": found}
+            return {"images": images, "ok": ok, "found": faces > 0, "faces": faces}
 
         path = None
         if self.use_cache:
@@ -384,8 +388,13 @@ class FaceFolderDataModule(ArrayDataModule):
         for path in bad:
             self._skips.add(SKIP_CORRUPT, path)
         missing = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & ~decoded["found"])]
+        crowded = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & (decoded.get("faces", 1) > 1))]
         self._report[split] = {"images": len(paths), "corrupt": len(bad), "corrupt_paths": bad[:_REPORT_PATHS],
-                               "faces_not_found": len(missing), "faces_not_found_paths": missing[:_REPORT_PATHS]}
+                               "faces_not_found": len(missing), "faces_not_found_paths": missing[:_REPORT_PATHS],
+                               "multi_face": len(crowded), "multi_face_paths": crowded[:_REPORT_PATHS]}
+        if crowded:
+            log.info("%s: %d of %d images hold several faces; kept the largest, most central one, e.g. %s",
+                     split, len(crowded), len(paths), crowded[0])
         if bad:
             warnings.warn(f"{split}: skipped {len(bad)} corrupt image(s) (data.strict=false), e.g. {bad[0]}",
                           RuntimeWarning)
@@ -466,6 +475,7 @@ class FaceFolderDataModule(ArrayDataModule):
             "skipped_counts": self._skips.counts(),
             "corrupt_images": sum(r["corrupt"] for r in self._report.values()),
             "faces_not_found": sum(r["faces_not_found"] for r in self._report.values()),
+            "multi_face_images": {name: r.get("multi_face", 0) for name, r in self._report.items()},
             "by_split": self._report,
         }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
@@ -155,7 +156,9 @@ class GeoCSVDataModule(GeoArrayDataModule):
         """Decode a split's images; a corrupt one is rejected (strict) or skipped and reported with its line."""
         images = np.empty((len(rows.paths), self.image_size, self.image_size, 3), dtype=np.uint8)
         kept = []
-        for position, (path, line) in enumerate(zip(rows.paths, rows.lines)):
+        for position, (path, line) in enumerate(tqdm(zip(rows.paths, rows.lines), total=len(rows.paths),
+                                                     desc=f"{name}: decoding", unit="image", leave=False,
+                                                     disable=None)):
             try:
                 images[len(kept)] = load_image(path, self.image_size)
             except (CorruptImageError, FileNotFoundError) as error:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from distill.data.align import centre_crop
 from distill.data.readers.image_files import CorruptImageError, load_image
@@ -115,7 +116,7 @@ def decode_images(paths: Sequence[Path], size: int, *, crop_fraction: float = 1.
     """
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     kept: list[int] = []
-    for i, path in enumerate(paths):
+    for i, path in enumerate(tqdm(paths, desc="decoding images", unit="image", leave=False, disable=None)):
         try:
             image = load_image(path)
         except (FileNotFoundError, CorruptImageError) as error:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from distill.data.readers.image_files import CorruptImageError, load_image
 
@@ -101,7 +102,7 @@ def decode_images(paths: Sequence[Path], size: int, strict: bool) -> tuple[np.nd
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     kept: list[int] = []
     skipped: list[Path] = []
-    for position, path in enumerate(paths):
+    for position, path in enumerate(tqdm(paths, desc="decoding images", unit="image", leave=False, disable=None)):
         try:
             images[len(kept)] = load_image(path, size)
         except (CorruptImageError, FileNotFoundError):

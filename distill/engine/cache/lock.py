@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - non-POSIX platforms
     fcntl = None
 
-__all__ = ["file_lock"]
+__all__ = ["file_lock", "try_file_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,38 @@ def file_lock(
     if fcntl is not None:
         return _flock(path)
     return _lock_file(path, poll_interval=poll_interval, stale_after=stale_after)  # pragma: no cover
+
+
+@contextlib.contextmanager
+def try_file_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Take the lock on ``path`` only if it is free now: yields True (held until the block ends) or False (another
+    process holds it; nothing waits). For work that must not run beside the lock's holder, e.g. removing a cache
+    entry that a run may be building or reading (``python -m distill.cache prune``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - the lock-file fallback
+        if not _try_create(path, f"{os.getpid()} {socket.gethostname()} {uuid.uuid4().hex}\n"):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
