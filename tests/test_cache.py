@@ -94,7 +94,7 @@ def built(tmp_path):
 def test_round_trip_every_view_and_index(built, tmp_path):
     cache, teacher = built
     assert teacher.calls == [0, 1]
-    assert cache.path == tmp_path / "teacher-abc"
+    assert cache.path == tmp_path / "teacher-abc-float32"
     assert cache.outputs == ("features", "logits")
     assert cache.nbytes == NUM_VIEWS * NUM_SAMPLES * (3 + 4) * 4
     _assert_matches(cache, teacher)
@@ -138,7 +138,7 @@ def test_float16_overflow_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="overflows float16"):
         _cache(tmp_path, dtype="float16").build(compute)
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
 
 
 def test_different_key_uses_different_directory(tmp_path):
@@ -306,7 +306,7 @@ def test_interrupted_build_leaves_nothing_and_next_build_is_clean(tmp_path):
 
 
 def test_leftover_temporary_of_killed_build_is_removed(tmp_path):
-    stale = tmp_path / ".teacher-abc.tmp-12345-deadbeef"
+    stale = tmp_path / ".teacher-abc-float32.tmp-12345-deadbeef"
     stale.mkdir()
     (stale / "logits.npy").write_bytes(b"half written")
     teacher = FakeTeacher()
@@ -325,7 +325,7 @@ def test_skipped_index_names_missing_count(tmp_path):
 
     with pytest.raises(ValueError, match=r"left 2 of 20 \(view, index\) pairs unfilled"):
         _cache(tmp_path).build(skipping)
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
 
 
 def test_repeated_index_is_an_error(tmp_path):
@@ -335,7 +335,7 @@ def test_repeated_index_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="sample index 5 more than once"):
         _cache(tmp_path).build(repeating)
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
 
 
 def test_mismatched_batch_is_an_error(tmp_path):
@@ -429,7 +429,7 @@ def test_build_from_batches_missing_pair_names_count(tmp_path):
     batches[2] = (indices[1:], views[1:], {name: value[1:] for name, value in outputs.items()})
     with pytest.raises(ValueError, match=r"left 1 of 20 \(view, index\) pairs unfilled \(first missing: view"):
         _cache(tmp_path).build_from_batches(batches)
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
@@ -441,7 +441,7 @@ def test_build_from_batches_duplicate_pair_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=rf"batch {len(batches)} yielded sample index {index} more than once "
                                          rf"\(view {view}\)"):
         _cache(tmp_path).build_from_batches([*batches, duplicate])
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
 
     same_batch = (torch.tensor([1, 1]), torch.tensor([0, 0]), {"logits": torch.zeros(2, 3)})
     with pytest.raises(ValueError, match=r"batch 0 yielded sample index 1 more than once \(view 0\)"):
@@ -465,7 +465,7 @@ def test_build_from_batches_duplicate_pair_is_an_error(tmp_path):
 def test_build_from_batches_rejects_bad_batches(tmp_path, batch, error, match):
     with pytest.raises(error, match=match):
         _cache(tmp_path).build_from_batches([batch])
-    assert not (tmp_path / "teacher-abc").exists()
+    assert not (tmp_path / "teacher-abc-float32").exists()
 
 
 def test_open_or_build_from_batches_makes_batches_only_without_valid_cache(tmp_path):

@@ -111,7 +111,7 @@ def test_rendered_arrays_are_kept_on_disk(tmp_path, monkeypatch):
     first = SyntheticFacesDataModule(**{**TINY, "use_cache": True, "cache_dir": str(tmp_path)})
     first.setup()
     stored = list((tmp_path / "faces").glob("synthetic-*.npz"))
-    assert [p.name for p in stored] == [f"synthetic-{first.fingerprint()}.npz"]
+    assert stored == [first._cache_file()]  # keyed by the generator and its settings, not the augmentation
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered again")
@@ -125,7 +125,7 @@ def test_rendered_arrays_are_kept_on_disk(tmp_path, monkeypatch):
 
 def test_damaged_cache_is_rebuilt(tmp_path):
     dm = SyntheticFacesDataModule(**{**TINY, "use_cache": True, "cache_dir": str(tmp_path)})
-    path = tmp_path / "faces" / f"synthetic-{dm.fingerprint()}.npz"
+    path = dm._cache_file()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a zip file")
     with pytest.warns(RuntimeWarning, match="unreadable"):

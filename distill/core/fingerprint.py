@@ -1,6 +1,8 @@
-"""Fingerprints: short, stable digests of plain data and of module weights, used to name caches.
+"""Fingerprints: short, stable digests of plain data, of files and of module weights, used to name caches.
 
 A cache key is ``fingerprint(**parts)`` of everything that shapes the cached thing; a changed part gives a new key.
+``files_fingerprint`` digests a list of files (their sizes and modification times, or their contents), so that a
+data set edited in place gets a new key; ``fingerprint_parts_diff`` names the parts in which two keys differ.
 """
 
 from __future__ import annotations
@@ -8,14 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["fingerprint", "module_fingerprint"]
+__all__ = ["VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
+           "plain_parts", "verify_mode"]
 
 _DIGEST_CHARS = 16
+_HASH_CHUNK = 1 << 20
+
+VERIFY_MODES = ("stat", "content")
+"""How ``files_fingerprint`` sees a file: ``stat`` (size and modification time in ns: fast, catches any ordinary
+edit) or ``content`` (sha256 of the bytes: also catches an edit that kept the size and restored the time)."""
 
 
 def _plain(value, key: str):
@@ -46,6 +56,11 @@ def _plain(value, key: str):
     )
 
 
+def plain_parts(**parts) -> dict:
+    """``parts`` as JSON-ready plain data (tuples as lists), or TypeError naming the offending key."""
+    return {key: _plain(value, key) for key, value in parts.items()}
+
+
 def fingerprint(**parts) -> str:
     """Short, stable hex digest of plain-data ``parts``, for naming a cache.
 
@@ -53,7 +68,7 @@ def fingerprint(**parts) -> str:
     depend on argument order or the process. A non-plain value raises TypeError naming its key.
     """
     canonical = json.dumps(
-        {key: _plain(value, key) for key, value in parts.items()},
+        plain_parts(**parts),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -81,3 +96,72 @@ def module_fingerprint(module: nn.Module) -> str:
         else:  # extra state: hash its representation
             digest.update(f"{type(value).__name__}|{value!r}\n".encode())
     return digest.hexdigest()[:_DIGEST_CHARS]
+
+
+def verify_mode(mode: str, name: str = "cache.verify") -> str:
+    """``mode`` if it is one of VERIFY_MODES, else a ValueError naming the config key ``name``."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"{name} must be one of {list(VERIFY_MODES)} (how data files are keyed: by size and "
+                         f"modification time, or by content), got {mode!r}")
+    return mode
+
+
+def _content_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], mode: str = "stat") -> str:
+    """Short hex digest of a file list, in the given order, and of what each file holds.
+
+    ``mode="stat"``: each file's absolute path, size and modification time in ns (``os.stat().st_mtime_ns``), so any
+    edit, replacement, addition, removal or rename gives a new digest without reading the files.
+    ``mode="content"``: the path, size and sha256 of the bytes instead of the time (reads every file; also catches
+    an edit that kept the size and restored the modification time, and ignores a mere ``touch``).
+    A missing file is digested as missing (a file that appears later changes the digest).
+    """
+    verify_mode(mode, "mode")
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        resolved = path.resolve()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            digest.update(f"{resolved}|missing\n".encode())
+            continue
+        what = stat.st_mtime_ns if mode == "stat" else _content_digest(path)
+        digest.update(f"{resolved}|{stat.st_size}|{what}\n".encode())
+    return digest.hexdigest()[:_DIGEST_CHARS]
+
+
+def fingerprint_parts_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Dotted names of the parts in which two key-part mappings differ, in sorted order.
+
+    Nested mappings are compared part by part (``data.files.train``); any other value (a list, a digest) is one
+    part. A part present on one side only is listed too.
+    """
+    changed: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}{key}"
+        if key not in old or key not in new:
+            changed.append(name)
+            continue
+        before, after = old[key], new[key]
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            changed += fingerprint_parts_diff(before, after, f"{name}.")
+        elif _normalised(before) != _normalised(after):
+            changed.append(name)
+    return changed
+
+
+def _normalised(value):
+    """Tuples as lists (what a JSON round trip gives), so a stored part compares equal to a fresh one."""
+    if isinstance(value, (list, tuple)):
+        return [_normalised(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _normalised(item) for key, item in value.items()}
+    return value

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from distill.core.fingerprint import files_fingerprint
 from distill.core.io import atomic_write
 from distill.core.paths import default_cache_dir
 
@@ -31,13 +32,10 @@ def data_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     return default_cache_dir(cache_dir)
 
 
-def file_digest(paths: Sequence[Path]) -> str:
-    """Digest of a file list with each file's size and modification time: any change gives a new cache."""
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+def file_digest(paths: Sequence[Path], mode: str = "stat") -> str:
+    """Digest of a file list with each file's size and modification time (or content, ``mode="content"``): any
+    change gives a new cache. The same as ``distill.core.fingerprint.files_fingerprint``."""
+    return files_fingerprint(paths, mode)
 
 
 def source_digest(module) -> str:

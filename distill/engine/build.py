@@ -63,7 +63,8 @@ def build_data_and_task(cfg: DictConfig) -> tuple[Task, Any]:
 
 def _memory_format(model: nn.Module, cfg: DictConfig) -> nn.Module:
     """``channels_last: true`` stores the conv weights NHWC: oneDNN then runs the convs NHWC, faster for
-    MobileNet's depthwise convs on small CPU inputs. Weight values, checkpoints and cache keys do not change."""
+    MobileNet's depthwise convs on small CPU inputs. Weight values and checkpoints do not change; the summation
+    order does, so the fitted teacher's and the teacher outputs' cache keys hold the memory format."""
     return model.to(memory_format=torch.channels_last) if cfg.get("channels_last", False) else model
 
 
@@ -78,7 +79,8 @@ def _teacher(cfg: DictConfig, task: Task, datamodule: Any, run_dir: Path, resolu
     return prepare_teacher(
         teacher, task, datamodule, weights=weights,
         fit_cfg=OmegaConf.to_container(cfg.teacher.fit, resolve=True), cache_dir=fit_dir,
-        key_parts={"teacher": builder, "resolution": resolution, "seed": int(cfg.seed)},
+        key_parts={"teacher": builder, "resolution": resolution, "seed": int(cfg.seed),
+                   "channels_last": bool(cfg.get("channels_last", False))},
         make_trainer=lambda epochs: single_device_trainer(
             cfg, run_dir, max_epochs=epochs, logger=configured_logger(cfg, run_dir, name="teacher_fit")),
         seed=int(cfg.seed))

@@ -3,7 +3,9 @@
 Each rank predicts its shard of the (index, view) pairs and writes it to a shard file; after a barrier, rank 0
 assembles the shards into the teacher-output cache (``distill.engine.cache``) and publishes it atomically under
 the cache's lock; after a second barrier every rank opens the published cache. A cache that already exists is
-opened without predicting anything.
+opened without predicting anything. The cache's key digests ``distill.engine.keys.teacher_output_key_parts`` (data,
+teacher weights, layers, resolution, views, augmentation, memory format, dtype); a miss logs which parts changed since
+the most recently used cache.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from distill.core.fingerprint import fingerprint, module_fingerprint
+from distill.core.fingerprint import fingerprint
 from distill.core.io import atomic_torch_save
 from distill.engine.cache import TeacherOutputCache
 from distill.engine.features import first_tensor
+from distill.engine.keys import explain_miss, newest_manifest_parts, teacher_output_key_parts
 
 __all__ = ["TeacherOutputPredictor", "cache_teacher_outputs", "teacher_output_key", "PairDataset"]
 
@@ -58,11 +61,10 @@ class TeacherOutputPredictor(pl.LightningModule):
                                {name: first_tensor(value).float().cpu() for name, value in outputs.items()}))
 
 
-def teacher_output_key(module, datamodule) -> str:
-    """Everything that shapes the cached outputs: data, teacher weights, layers, resolution, views, augmentation."""
-    return fingerprint(data=datamodule.fingerprint(), teacher=module_fingerprint(module.teacher),
-                       layers=module.teacher_layers, teacher_resolution=module.teacher_resolution,
-                       num_views=datamodule.num_views, augment=bool(datamodule.augment), seed=datamodule.seed)
+def teacher_output_key(module, datamodule, *, dtype: str = "float32", channels_last: bool | None = None) -> str:
+    """Everything that shapes the cached outputs: data, teacher weights, layers, resolution, views, augmentation,
+    the teacher's memory format and the stored dtype (``distill.engine.keys.teacher_output_key_parts``)."""
+    return fingerprint(**teacher_output_key_parts(module, datamodule, dtype=dtype, channels_last=channels_last))
 
 
 def _shard_pairs(num_samples: int, num_views: int, rank: int, world_size: int) -> list[tuple[int, int]]:
@@ -74,18 +76,20 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
                           progress: bool = True) -> TeacherOutputCache:
     """Open the teacher-output cache for ``module``'s teacher, predicting and publishing it first if needed."""
     dataset = datamodule.dataset("train", with_teacher_image=True)
-    cache = TeacherOutputCache(Path(cache_root), teacher_output_key(module, datamodule), len(dataset),
-                               datamodule.num_views, dtype=dtype)
+    parts = teacher_output_key_parts(module, datamodule, dtype=dtype)
+    cache = TeacherOutputCache(Path(cache_root), fingerprint(**parts), len(dataset), datamodule.num_views,
+                               dtype=dtype, parts=parts)
     if cache.validate():
         log.info("Teacher outputs: read from cache %s", cache.path)
         return _opened(cache, trainer)
     if trainer.is_global_zero:
+        explain_miss("teacher-output", parts, newest_manifest_parts(Path(cache_root), cache.path))
         log.info("Teacher outputs: building the cache %s (%d samples x %d views)", cache.path, len(dataset),
                  datamodule.num_views)
     predictor = TeacherOutputPredictor(module)
     world_size = max(1, int(getattr(trainer, "world_size", 1)))
     # The loader is built lazily on each rank: trainer.predict may start the other ranks.
-    shards = Path(cache_root) / ".shards" / cache.key
+    shards = Path(cache_root) / ".shards" / cache.name
     trainer.predict(predictor, dataloaders=_LazyShardLoader(dataset, datamodule, trainer, world_size),
                     return_predictions=False)
     _write_shard(predictor.collected, shards / f"rank{trainer.global_rank}.pt")

@@ -3,6 +3,8 @@
 The fit is a Lightning ``trainer.fit`` of a ``TeacherFitModule`` on a single-device Trainer built from
 ``cfg.trainer`` (same accelerator and precision). Across processes (the ranks of a DDP job, parallel sweep jobs) the
 fit happens once: one process fits under a file lock on the key, the others wait for the lock and load the result.
+The key's parts (``distill.engine.keys.teacher_key_parts``) are kept beside the cached teacher; a miss logs which
+of them changed since the newest cached teacher.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 from distill.core.fingerprint import fingerprint
 from distill.core.io import atomic_torch_save
 from distill.engine.cache import file_lock
+from distill.engine.keys import explain_miss, newest_sidecar_parts, parts_path, teacher_key_parts, write_parts
 from distill.engine.training import TrainingModule
 from distill.tasks.base import Task
 
@@ -75,7 +78,8 @@ def prepare_teacher(teacher: nn.Module, task: Task, datamodule: Any, *, weights:
         log.info("Teacher: weights from %s", weights)
         return teacher.eval(), {"source": "weights", "path": str(weights)}
     fitted = task.teacher_for_fitting(teacher, datamodule)
-    key = fingerprint(**key_parts, data=datamodule.fingerprint(), fit=fit_cfg)
+    parts = teacher_key_parts(key_parts, datamodule, fit_cfg)
+    key = fingerprint(**parts)
     if cache_dir is None:
         return _fit(fitted, task, datamodule, fit_cfg, make_trainer, seed, key, None)
     path = Path(cache_dir) / "teachers" / f"{key}.pt"
@@ -84,7 +88,10 @@ def prepare_teacher(teacher: nn.Module, task: Task, datamodule: Any, *, weights:
         if loaded is not None:
             log.info("Teacher: fitted earlier on %s, loaded from cache %s", type(datamodule).__name__, path)
             return task.teacher_from_fitted(fitted).eval(), {"source": "cache", "path": str(path), **loaded}
-        return _fit(fitted, task, datamodule, fit_cfg, make_trainer, seed, key, path)
+        explain_miss("teacher", parts, newest_sidecar_parts(path.parent, key))
+        result = _fit(fitted, task, datamodule, fit_cfg, make_trainer, seed, key, path)
+        write_parts(parts_path(path.parent, key), parts)
+        return result
 
 
 def _load_cached(fitted: nn.Module, path: Path) -> dict[str, Any] | None:

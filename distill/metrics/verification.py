@@ -70,17 +70,33 @@ def _check_both_classes(issame: np.ndarray, where: str) -> None:
         )
 
 
-def check_folds(issame, n_folds: int) -> list[np.ndarray]:
-    """The protocol's folds of N pairs (consecutive, the first ones one larger: ``np.array_split``), checked: a
-    ValueError names the first fold that lacks same or different pairs, which the protocol cannot score."""
+def check_folds(issame, n_folds: int, fold_of=None) -> list[np.ndarray]:
+    """The protocol's folds of N pairs, checked: a ValueError names the first fold that lacks same or different
+    pairs, which the protocol cannot score.
+
+    ``fold_of`` None: consecutive folds, the first ones one larger (``np.array_split``), as LFW's ``pairs.txt`` lists
+    them. ``fold_of``: each pair's fold (N,) in 0..n_folds-1, e.g. the file's folds after pairs with an unreadable
+    image were left out, which would shift consecutive folds.
+    """
     same = _as_issame(issame)
     if not isinstance(n_folds, (int, np.integer)) or isinstance(n_folds, bool) or n_folds < 2:
         raise ValueError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
     if same.size < n_folds:
         raise ValueError(f"{same.size} pairs cannot be split into n_folds={n_folds} folds")
-    folds = np.array_split(np.arange(same.size), int(n_folds))
+    if fold_of is None:
+        folds = np.array_split(np.arange(same.size), int(n_folds))
+        for i, idx in enumerate(folds):
+            _check_both_classes(same[idx], f"fold {i} of {n_folds} (pairs {idx[0]}:{idx[-1] + 1})")
+        return folds
+    fold_of = _to_numpy(fold_of, "fold_of")
+    if fold_of.shape != same.shape or not np.issubdtype(fold_of.dtype, np.integer):
+        raise ValueError(f"fold_of: expected {same.size} integer fold ids (one per pair), got {fold_of.dtype} "
+                         f"{tuple(fold_of.shape)}")
+    if fold_of.size and (fold_of.min() < 0 or fold_of.max() >= n_folds):
+        raise ValueError(f"fold_of: fold ids must lie in 0..{n_folds - 1}, got {fold_of.min()}..{fold_of.max()}")
+    folds = [np.flatnonzero(fold_of == i) for i in range(int(n_folds))]
     for i, idx in enumerate(folds):
-        _check_both_classes(same[idx], f"fold {i} of {n_folds} (pairs {idx[0]}:{idx[-1] + 1})")
+        _check_both_classes(same[idx], f"fold {i} of {n_folds} ({idx.size} pairs)")
     return folds
 
 
@@ -181,6 +197,7 @@ def verify_distances(
     n_folds: int = 10,
     far_target: float = 1e-3,
     thresholds=None,
+    fold_of=None,
 ) -> dict:
     """The LFW protocol on precomputed squared distances; see :func:`verify_pairs`."""
     dist = _to_numpy(dist, "dist").astype(np.float64)
@@ -204,7 +221,7 @@ def verify_distances(
             raise ValueError("thresholds: expected at least one threshold")
         val_thresholds = acc_thresholds
 
-    folds = check_folds(same, n_folds)  # consecutive, first folds one larger
+    folds = check_folds(same, n_folds, fold_of)  # consecutive, first folds one larger; or each pair's fold
 
     accuracies, best_thresholds, vals, fars = [], [], [], []
     for i, test in enumerate(folds):
@@ -240,6 +257,7 @@ def verify_pairs(
     n_folds: int = 10,
     far_target: float = 1e-3,
     thresholds=None,
+    fold_of=None,
 ) -> dict:
     """Verification scores of embedding pairs under the LFW protocol (FaceNet's convention).
 
@@ -250,8 +268,9 @@ def verify_pairs(
     whose FAR on the other folds is ``far_target``), ``auc`` (ROC AUC over all pairs) and
     ``tar_at_far_1e-4`` (over all pairs; None with fewer than 10000 different pairs).
     ``thresholds`` replaces both default grids (0 to 4 by 0.01 for accuracy, by 0.001 for VAL).
+    ``fold_of``: each pair's fold (0..n_folds-1) instead of ``n_folds`` consecutive folds (see :func:`check_folds`).
     """
     dist = pair_distances(emb1, emb2)
     return verify_distances(
-        dist, issame, n_folds=n_folds, far_target=far_target, thresholds=thresholds
+        dist, issame, n_folds=n_folds, far_target=far_target, thresholds=thresholds, fold_of=fold_of
     )

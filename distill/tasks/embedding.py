@@ -109,6 +109,12 @@ class EmbeddingTask(Task):
         return int(folds) if folds is not None else self.n_folds
 
     @staticmethod
+    def _pair_folds(datamodule: Any) -> np.ndarray | None:
+        """Each test pair's fold where the data gives them (``extras["pair_folds"]``: the pairs file's folds, kept
+        when pairs are left out), else None: consecutive folds."""
+        return datamodule.split("test").extras.get("pair_folds")
+
+    @staticmethod
     def _test_pairs(datamodule: Any) -> np.ndarray:
         split = datamodule.split("test")
         if "pairs" not in split.extras:
@@ -125,7 +131,7 @@ class EmbeddingTask(Task):
                         getattr(datamodule, "num_folds", "?"), folds)
         issame = pairs[:, 2].astype(bool) if len(pairs) else np.zeros(0, dtype=bool)
         try:
-            check_folds(issame, folds)
+            check_folds(issame, folds, self._pair_folds(datamodule))
         except ValueError as error:
             working = []
             for n in range(2, min(len(issame), 50) + 1):
@@ -152,7 +158,7 @@ class EmbeddingTask(Task):
             embeddings = F.normalize(embeddings, dim=1) + F.normalize(predict(flipped, loader, device=device)[0], dim=1)
         first, second, issame = pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool)
         return verify_pairs(embeddings[first], embeddings[second], issame, n_folds=self.folds_for(datamodule),
-                            far_target=self.far_target)
+                            far_target=self.far_target, fold_of=self._pair_folds(datamodule))
 
 
 class _FlipWrapper(nn.Module):

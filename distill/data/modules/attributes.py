@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from distill.core.fingerprint import fingerprint
-from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
-                                      source_digest)
+from distill.core.fingerprint import files_fingerprint, fingerprint
+from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
                                          read_celeba_partition)
@@ -60,7 +59,8 @@ class _AttributeDataModule(ArrayDataModule):
         self.cache_dir = cache_dir
         self.use_cache = bool(use_cache)
         self._unlabeled_files: list[Path] | None = None
-        self._fingerprint: str | None = None
+        self._key_parts: dict[str, Any] | None = None
+        self._unlabeled_key: dict[str, Any] | None = None
         self._report: dict[str, Any] = {}
         self._unlabeled_skips = SkipReport()
 
@@ -108,10 +108,10 @@ class _AttributeDataModule(ArrayDataModule):
         """Number of attributes: the size of the teacher's and the student's output."""
         return len(self.attribute_names)
 
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:  # may stat many files: computed once
-            self._fingerprint = super().fingerprint()
-        return self._fingerprint
+    def key_parts(self) -> dict[str, Any]:
+        if self._key_parts is None:  # may stat (or read, verify=content) many files: computed once
+            self._key_parts = super().key_parts()
+        return self._key_parts
 
     def _cache_file(self, kind: str, key: str) -> Path | None:
         return data_cache_dir(self.cache_dir) / "faces" / f"{kind}-{key}.npz" if self.use_cache else None
@@ -128,8 +128,10 @@ class _AttributeDataModule(ArrayDataModule):
         files = self.unlabeled_files()
         if not files:
             return None
-        return {"files": file_digest(files), "image_size": self.image_size, "crop_fraction": self.crop_fraction,
-                "strict": self.strict}
+        if self._unlabeled_key is None:
+            self._unlabeled_key = {"files": files_fingerprint(files, self.verify), "image_size": self.image_size,
+                                   "crop_fraction": self.crop_fraction, "strict": self.strict}
+        return self._unlabeled_key
 
     def _unlabeled_images(self) -> np.ndarray:
         files = self.unlabeled_files()
@@ -357,14 +359,14 @@ class CelebADataModule(_AttributeDataModule):
             table = self.listing()["table"]
             paths = [self.images_dir / table.files[i] for i in self._needed_rows()]
             self._decode_key = fingerprint(
-                lists=file_digest([self.attributes_file, self.partition_file]),
-                images=file_digest([p for p in paths if p.is_file()]), partitions=self.partitions,
+                lists=files_fingerprint([self.attributes_file, self.partition_file], self.verify),
+                images=files_fingerprint(paths, self.verify), partitions=self.partitions,
                 max_per_split=self.max_per_split, image_size=self.image_size, crop_fraction=self.crop_fraction,
                 strict=self.strict)
         return {"celeba": self._decode_key}
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        return {**self._decode_parts(), "unlabeled": self._unlabeled_parts()}
+        return {**self._decode_parts(), "unlabeled": self._unlabeled_parts(), "verify": self.verify}
 
     def _decode(self) -> dict[str, np.ndarray]:
         table = self.listing()["table"]

@@ -5,6 +5,10 @@ Splits by role:
 - ``train``: the student's distillation data (labels optional: the teacher provides the targets);
 - ``test``: labelled held-out data on which teacher and student are evaluated by the same code.
 A subclass only says how to build the arrays (``build_splits``) and what identifies them (``fingerprint_parts``).
+
+``fingerprint()`` keys the fitted teacher and the teacher-output cache: the subclass's parts (a real reader's
+files, digested by ``verify``: ``stat`` or ``content``, see ``distill.core.fingerprint.files_fingerprint``; a
+generator's source and settings) and the augmentation (``augmentation()``), which shapes both.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, default_collate
 
-from distill.core.fingerprint import fingerprint
-from distill.data.views import ImageArrayDataset, ViewSampler
+from distill.core.fingerprint import fingerprint, verify_mode
+from distill.data.views import DEFAULT_MEAN, DEFAULT_STD, ImageArrayDataset, ViewSampler
 from distill.data.workers import loader_workers
 
 __all__ = ["Split", "ArrayDataModule"]
@@ -47,10 +51,16 @@ class ArrayDataModule(pl.LightningDataModule):
         num_views: int = 2,
         augment: bool = True,
         seed: int = 0,
+        min_crop_scale: float = 0.8,
+        flip: bool = True,
+        verify: str = "stat",
     ) -> None:
         super().__init__()
         if int(batch_size) <= 0:
             raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        if not 0.0 < float(min_crop_scale) <= 1.0:
+            raise ValueError(f"data.min_crop_scale must be in (0, 1] (the smallest crop's share of the image "
+                             f"area), got {min_crop_scale}")
         self.resolution = int(resolution)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
@@ -58,6 +68,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self.num_views = int(num_views)
         self.augment = augment
         self.seed = int(seed)
+        self.min_crop_scale = float(min_crop_scale)
+        self.flip = bool(flip)
+        self.verify = verify_mode(verify, "data.verify")
         self.teacher_resolution: int | None = None
         self._splits: dict[str, Split] | None = None
         self._resume: tuple[int, int] | None = None
@@ -67,7 +80,8 @@ class ArrayDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        """Plain data that identifies the images and labels (not the loader settings)."""
+        """Plain data that identifies the images and labels (not the loader settings): a real reader's files
+        (``files_fingerprint(paths, self.verify)``), a generator's source and settings."""
         raise NotImplementedError
 
     @property
@@ -75,8 +89,18 @@ class ArrayDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     # --- shared machinery -----------------------------------------------------------------------
+    def augmentation(self) -> dict[str, Any]:
+        """What shapes a training sample besides the images: crops, flips, normalisation (``ImageArrayDataset``)."""
+        return {"augment": bool(self.augment), "min_crop_scale": self.min_crop_scale, "flip": self.flip,
+                "mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)}
+
+    def key_parts(self) -> dict[str, Any]:
+        """The plain data ``fingerprint()`` digests: the kind, ``fingerprint_parts()`` and ``augmentation()``."""
+        return {"kind": type(self).__name__, **self.fingerprint_parts(), "augmentation": self.augmentation()}
+
     def fingerprint(self) -> str:
-        return fingerprint(kind=type(self).__name__, **self.fingerprint_parts())
+        """Key of the data for the fitted teacher and the teacher outputs (see ``key_parts``)."""
+        return fingerprint(**self.key_parts())
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
@@ -114,6 +138,8 @@ class ArrayDataModule(pl.LightningDataModule):
             teacher_resolution=self.teacher_resolution if with_teacher_image else None,
             augment=self.augment if augment is None else augment,
             seed=self.seed,
+            min_scale=self.min_crop_scale,
+            flip=self.flip,
         )
 
     def _loader(self, dataset: ImageArrayDataset, *, shuffle: bool, batch_size: int, views: int = 1,

@@ -3,6 +3,12 @@
 Three splits: ``teacher_train`` (fits the teacher when no weights are given), ``train`` (the student's labelled
 images) and ``test`` (scores both). On a real dataset the teacher and the student share the training file unless
 ``teacher_ann_file`` names another; the test split is ``test_ann_file`` or every k-th training image.
+
+``setup()`` reads and checks the annotation files and opens every listed image once (a JPEG decoded at an eighth
+of its size, which is fast), so an undecodable image or one whose size differs from its annotation file stops the
+run before any training, with an error naming the file. The fingerprint (the fitted teacher's key) holds the
+annotation files and every image, by size and modification time or by content (``verify``); the synthetic
+scenes' holds the generator's source.
 """
 
 from __future__ import annotations
@@ -13,15 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from PIL import Image
 from torch.utils.data import DataLoader
 
-from distill.core.fingerprint import fingerprint
+from distill.core.images import SWAPS_SIDES, orientation
+from distill.core.fingerprint import files_fingerprint, fingerprint, verify_mode
 from distill.core.paths import default_cache_dir
+from distill.data.array_store import source_digest
 from distill.data.readers.coco import (BOX_POLICIES, CocoDetectionDataset, CocoImage, CocoIndex, collate_detection,
                                        load_coco)
+from distill.data.synthetic import coco_scenes
+from distill.data.synthetic.coco_scenes import write_synthetic_coco
 from distill.data.views import ViewSampler
 from distill.data.workers import loader_workers
-from distill.data.synthetic.coco_scenes import GENERATOR_VERSION, write_synthetic_coco
 
 __all__ = ["CocoDataModule", "SyntheticCocoDataModule", "SPLITS"]
 
@@ -38,7 +48,7 @@ class CocoDataModule(pl.LightningDataModule):
                  teacher_root: str | None = None, teacher_ann_file: str | None = None,
                  max_images: int | None = None, resolution: int = 300, batch_size: int = 16,
                  eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0,
-                 box_policy: str = "error"):
+                 verify: str = "stat", box_policy: str = "error"):
         super().__init__()
         if box_policy not in BOX_POLICIES:
             raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)} (what a box past its image's edge "
@@ -60,18 +70,22 @@ class CocoDataModule(pl.LightningDataModule):
         self.resolution = int(resolution)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.flip, self.seed = loader_workers(num_workers), bool(flip), int(seed)
+        self.verify = verify_mode(verify, "data.verify")
         self.splits: dict[str, list[CocoImage]] = {}
         self.index: CocoIndex | None = None
         self._resume: tuple[int, int] | None = None
+        self._files_key: dict[str, str] | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         index = load_coco(self.ann_file, self.root, max_images=self.max_images, box_policy=self.box_policy)
+        _check_images(index)
         if self.test_ann_file is not None:
             test = load_coco(self.test_ann_file, self.test_root, max_images=self.max_images, box_policy=self.box_policy)
             _same_categories(index, test)
+            _check_images(test)
             train, test_images = index.images, test.images
         else:
             train = [im for i, im in enumerate(index.images) if i % self.test_every != self.test_every - 1]
@@ -81,6 +95,7 @@ class CocoDataModule(pl.LightningDataModule):
             teacher = load_coco(self.teacher_ann_file, self.teacher_root, max_images=self.max_images,
                                 box_policy=self.box_policy)
             _same_categories(index, teacher)
+            _check_images(teacher)
             teacher_train = teacher.images
         for name, images in (("train", train), ("test", test_images), ("teacher_train", teacher_train)):
             if not images:
@@ -103,12 +118,26 @@ class CocoDataModule(pl.LightningDataModule):
         self.setup()
         return list(self.index.class_names)
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies the data a teacher was fitted on (for its cache key)."""
+    def annotation_files(self) -> list[Path]:
+        return [path for path in (self.ann_file, self.test_ann_file, self.teacher_ann_file) if path is not None]
+
+    def key_parts(self) -> dict[str, Any]:
+        """What shapes a teacher fitted on this data: the annotation files and every image (by ``verify``: size and
+        modification time, or content), how they are split, the classes and the flips."""
         self.setup()
-        return {"teacher_train": [str(self.teacher_ann_file or self.ann_file), len(self.splits["teacher_train"]),
-                                  self.splits["teacher_train"][0].id, self.splits["teacher_train"][-1].id],
-                "classes": self.class_names, "flip": self.flip}
+        if self._files_key is None:  # computed once per data module: a run reads its files once
+            images = sorted({str(image.path) for split in self.splits.values() for image in split})
+            self._files_key = {"annotations": files_fingerprint(self.annotation_files(), self.verify),
+                               "images": files_fingerprint(images, self.verify)}
+        return {"kind": type(self).__name__, "ann_files": [str(path) for path in self.annotation_files()],
+                "test_every": self.test_every, "max_images": self.max_images,
+                "splits": {name: len(images) for name, images in self.splits.items()},
+                "classes": self.class_names, "flip": self.flip, "box_policy": self.box_policy,
+                "files": self._files_key, "verify": self.verify}
+
+    def fingerprint(self) -> str:
+        """Key of the data for the fitted teacher (see ``key_parts``)."""
+        return fingerprint(**self.key_parts())
 
     def summary(self) -> dict[str, Any]:
         self.setup()
@@ -152,6 +181,25 @@ class CocoDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
 
+def _check_images(index: CocoIndex) -> None:
+    """Open every image of ``index`` once: one that cannot be decoded, or whose size differs from its annotation
+    file, raises a ValueError naming the file, the image id and the annotation file (before any training)."""
+    for record in index.images:
+        where = f"image file {record.path} (image id {record.id}, listed in {index.ann_file})"
+        try:
+            with Image.open(record.path) as handle:
+                size = handle.size
+                if orientation(handle) in SWAPS_SIDES:  # EXIF-turned: the images are read upright
+                    size = size[::-1]
+                handle.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decode at 1/8 scale
+                handle.load()
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{where} cannot be decoded: {error}") from error
+        if tuple(size) != (record.width, record.height):
+            raise ValueError(f"{where} is {size[0]}x{size[1]}, but the annotation file says "
+                             f"{record.width}x{record.height}")
+
+
 def _same_categories(reference: CocoIndex, other: CocoIndex) -> None:
     if other.category_ids != reference.category_ids:
         raise ValueError(f"{other.ann_file} has category ids {other.category_ids}, but {reference.ann_file} has "
@@ -175,7 +223,8 @@ class SyntheticCocoDataModule(CocoDataModule):
         self.counts = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
         if min(self.counts.values()) < 1:
             raise ValueError(f"every synthetic split needs at least one image, got {self.counts}")
-        key = fingerprint(**self.settings, counts=self.counts, version=GENERATOR_VERSION)
+        self.generator = source_digest(coco_scenes)  # a changed generator writes other scenes: a new folder
+        key = fingerprint(**self.settings, counts=self.counts, generator=self.generator)
         self.folder = default_cache_dir(cache_dir) / "synthetic_coco" / key
         files = {split: self.folder / "annotations" / f"{split}.json" for split in SPLITS}
         super().__init__(self.folder / "images", files["train"], test_ann_file=str(files["test"]),
@@ -189,5 +238,7 @@ class SyntheticCocoDataModule(CocoDataModule):
             write_synthetic_coco(self.folder, self.counts, **self.settings)
         super().setup(stage)
 
-    def fingerprint(self) -> dict[str, Any]:
-        return {"synthetic": self.settings, "version": GENERATOR_VERSION, "counts": self.counts, "flip": self.flip}
+    def key_parts(self) -> dict[str, Any]:
+        """The scenes are a function of the settings and the generator's source (their folder's key)."""
+        return {"kind": type(self).__name__, "synthetic": self.settings, "generator": self.generator,
+                "counts": self.counts, "flip": self.flip}

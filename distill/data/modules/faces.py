@@ -6,10 +6,13 @@ Both serve three splits (see ``distill.data.modules.base``):
 - ``train``: the student's distillation images (labels kept where they exist, for a labels-only baseline);
 - ``test``: images of identities absent from the other splits, with ``extras["pairs"]`` an int64 array
   (P, 3) of (i, j, issame) over test indices in LFW's layout: fold after fold, same pairs then different ones.
+  The real faces also give ``extras["pair_folds"]``, each pair's fold: pairs left out for an unreadable image
+  (``strict=false``) leave the others in their folds.
 
 Rendering thousands of synthetic faces or decoding (and aligning) thousands of photographs takes a while, so
 the arrays are kept on disk once built, under ``<cache dir>/faces/``, keyed by everything that determines them
-(the generator settings and source, or the file list with sizes and modification times).
+(the generator settings and source, or the file list with sizes and modification times, or contents with
+``verify=content``: ``distill.core.fingerprint.files_fingerprint``).
 """
 
 from __future__ import annotations
@@ -25,10 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from distill.core.fingerprint import fingerprint
+from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.align import FaceAligner, centre_crop
-from distill.data.array_store import (config_int, data_cache_dir, file_digest, load_or_build_arrays,
-                                      source_digest)
+from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport, load_image
 from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs
@@ -117,7 +119,9 @@ class SyntheticFacesDataModule(ArrayDataModule):
     def _cache_file(self) -> Path | None:
         if not self.use_cache:
             return None
-        return data_cache_dir(self.cache_dir) / "faces" / f"synthetic-{self.fingerprint()}.npz"
+        # the rendered arrays depend on the generator and its settings only, not on the augmentation
+        key = fingerprint(kind=type(self).__name__, **self.fingerprint_parts())
+        return data_cache_dir(self.cache_dir) / "faces" / f"synthetic-{key}.npz"
 
     def _layout(self, split: str) -> tuple[int, int, int, int]:
         """(identity-pool stream, rendering stream, people, renderings per person) of a split."""
@@ -285,6 +289,14 @@ class FaceFolderDataModule(ArrayDataModule):
         self._skips = SkipReport()
         self._pair_folds: int | None = None
         self._aligner: FaceAligner | None = None
+        self._digests: dict[tuple[Path, ...], str] = {}
+
+    def _files_digest(self, paths: Sequence[Path]) -> str:
+        """``files_fingerprint(paths, self.verify)``, computed once per file list (a run reads its files once)."""
+        key = tuple(paths)
+        if key not in self._digests:
+            self._digests[key] = files_fingerprint(key, self.verify)
+        return self._digests[key]
 
     # --- which files ------------------------------------------------------------------------------
     def _find_pairs_file(self) -> Path:
@@ -340,10 +352,11 @@ class FaceFolderDataModule(ArrayDataModule):
         listing = self.listing()
         train = listing["train"]
         return {
-            "teacher_train": file_digest(listing["teacher_train"][0]),
-            "train": file_digest(train[0]) if train is not None else None,
-            "test": file_digest(listing["test"][0] + [listing["pairs_file"]]),
+            "teacher_train": self._files_digest(listing["teacher_train"][0]),
+            "train": self._files_digest(train[0]) if train is not None else None,
+            "test": self._files_digest(listing["test"][0] + [listing["pairs_file"]]),
             "num_folds": self.num_folds,
+            "verify": self.verify,
             **self._preprocess_parts(),
         }
 
@@ -379,7 +392,7 @@ class FaceFolderDataModule(ArrayDataModule):
 
         path = None
         if self.use_cache:
-            key = fingerprint(files=file_digest(paths), **self._preprocess_parts())
+            key = fingerprint(files=self._files_digest(paths), **self._preprocess_parts())
             path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{key}.npz"  # same files: same arrays
         return load_or_build_arrays(path, build, "Face data")
 
@@ -422,17 +435,19 @@ class FaceFolderDataModule(ArrayDataModule):
         ok = decoded["ok"]
         new_index = np.cumsum(ok) - 1  # position of each kept image among the kept ones
         index = listing["test_index"]
-        pairs = []
-        for first, second, issame in listing["named_pairs"]:
+        pairs, pair_folds = [], []
+        for (first, second, issame), fold in zip(listing["named_pairs"], _fold_ids(listing["named_pairs"])):
             i, j = index[first], index[second]
-            if ok[i] and ok[j]:
+            if ok[i] and ok[j]:  # a pair with an unreadable image (strict=false) is left out of its fold
                 pairs.append((int(new_index[i]), int(new_index[j]), bool(issame)))
+                pair_folds.append(fold)
         dropped = len(listing["named_pairs"]) - len(pairs)
         file_folds = _count_folds(listing["named_pairs"])
         if file_folds == 1 and self.num_folds > 1:
             pairs, left_over = _deal_into_folds(pairs, self.num_folds)
             self._report["test"]["pairs_left_over"] = left_over
             self._pair_folds = self.num_folds
+            pair_folds = np.repeat(np.arange(self.num_folds), len(pairs) // self.num_folds).tolist()
         else:
             self._pair_folds = file_folds
         if self._pair_folds < 2:
@@ -448,7 +463,8 @@ class FaceFolderDataModule(ArrayDataModule):
         self._report["test"]["pairs_dropped"] = dropped
         self._report["test"]["pairs"] = len(pairs)
         return {**splits, "test": Split(decoded["images"][ok], test_labels[ok],
-                                        extras={"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 3)})}
+                                        extras={"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 3),
+                                                "pair_folds": np.array(pair_folds, dtype=np.int64)})}
 
     @property
     def num_pair_folds(self) -> int:
@@ -478,6 +494,16 @@ class FaceFolderDataModule(ArrayDataModule):
             "multi_face_images": {name: r.get("multi_face", 0) for name, r in self._report.items()},
             "by_split": self._report,
         }
+
+
+def _fold_ids(named_pairs: Sequence[tuple]) -> list[int]:
+    """Each pair's fold in file order (0-based): a fold ends where a different pair is followed by a same pair."""
+    ids, fold = [], 0
+    for position, current in enumerate(named_pairs):
+        if position and not named_pairs[position - 1][2] and current[2]:
+            fold += 1
+        ids.append(fold)
+    return ids
 
 
 def _count_folds(named_pairs: Sequence[tuple]) -> int:

@@ -11,6 +11,8 @@ every format Pillow reads for photos (``distill.data.readers.image_files.IMAGE_E
 image is named in the error (``strict=True``) or skipped; skipped files (also the files of a class folder that are
 not images, and hidden ones) are logged, one WARNING per reason, and listed by reason in ``summary()["skipped"]``,
 which the engine writes to results.json.
+The real readers' fingerprints hold their lists and every image used, by size and modification time or by content
+(``verify``); the synthetic breeds' hold the generator's source.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from distill.core.fingerprint import files_fingerprint
+from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import SKIP_CORRUPT, SKIP_MISSING, IdentityFolder, SkipReport
 from distill.data.readers.stanford_dogs import breed_name, decode_images, read_split_list
+from distill.data.synthetic import dogs as synthetic_dogs
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
 __all__ = ["ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
@@ -61,7 +66,7 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
 
     def fingerprint_parts(self) -> dict[str, Any]:
         return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
-                "seed": self.seed, "version": 1}
+                "seed": self.seed, "generator": source_digest(synthetic_dogs)}
 
     def build_splits(self) -> dict[str, Split]:
         splits = {}
@@ -91,6 +96,14 @@ class _DecodedFolderDataModule(ArrayDataModule):
         self.max_per_class = None if max_per_class is None else int(max_per_class)
         self.class_names: list[str] = []
         self._skips = SkipReport()
+        self._files_key: dict[str, str] | None = None
+
+    def files_parts(self, groups: dict[str, list[Path]]) -> dict[str, Any]:
+        """Digests of each group of files (lists, each split's images after the per-class cap), by ``verify``;
+        computed once per data module (a run reads its files once)."""
+        if self._files_key is None:
+            self._files_key = {name: files_fingerprint(paths, self.verify) for name, paths in groups.items()}
+        return {"files": self._files_key, "verify": self.verify}
 
     @property
     def num_classes(self) -> int:
@@ -150,15 +163,26 @@ class StanfordDogsDataModule(_DecodedFolderDataModule):
                                     f"train_list.mat and test_list.mat inside)")
         self.images_dir = self.root / images_dir
         self.list_files = {"train": self.root / train_list, "test": self.root / test_list}
+        self._entries: dict[str, list[tuple[str, int]]] | None = None
+
+    def entries(self) -> dict[str, list[tuple[str, int]]]:
+        """Each split's (path relative to Images/, label) pairs from the official lists (read once)."""
+        if self._entries is None:
+            self._entries = {name: read_split_list(path) for name, path in self.list_files.items()}
+        return self._entries
 
     def fingerprint_parts(self) -> dict[str, Any]:
+        groups = {"lists": list(self.list_files.values())}
+        for name, items in self.entries().items():
+            groups[name] = [path for path, _ in self._cap([(self.images_dir / rel, label) for rel, label in items])]
         return {"root": str(self.root.resolve()), "lists": {k: str(v) for k, v in self.list_files.items()},
-                "image_size": self.image_size, "strict": self.strict, "max_per_class": self.max_per_class}
+                "image_size": self.image_size, "strict": self.strict, "max_per_class": self.max_per_class,
+                **self.files_parts(groups)}
 
     def build_splits(self) -> dict[str, Split]:
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"Stanford Dogs images folder not found: {self.images_dir}")
-        entries = {name: read_split_list(path) for name, path in self.list_files.items()}
+        entries = self.entries()
         folders: dict[int, str] = {}
         for name, items in entries.items():
             for relative, label in items:
@@ -187,16 +211,29 @@ class ImageFolderDataModule(_DecodedFolderDataModule):
         self.root = Path(root).expanduser()
         self.test_root = None if test_root is None else Path(test_root).expanduser()
         self.test_fraction = float(test_fraction)
+        self._samples: tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]] | None = None
 
     def fingerprint_parts(self) -> dict[str, Any]:
+        _, train, test = self.samples()
+        groups = {name: [path for path, _ in self._cap(items)] for name, items in (("train", train), ("test", test))}
         return {"root": str(self.root.resolve()), "test_root": str(self.test_root) if self.test_root else None,
                 "test_fraction": self.test_fraction, "image_size": self.image_size, "strict": self.strict,
-                "max_per_class": self.max_per_class}
+                "max_per_class": self.max_per_class, **self.files_parts(groups)}
 
     def build_splits(self) -> dict[str, Split]:
+        class_names, train, test = self.samples()
+        self.class_names = list(class_names)
+        return {"train": self._decode_split("train", train), "test": self._decode_split("test", test)}
+
+    def samples(self) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
+        """(class names, train (path, label) list, test list) from the folders (listed once)."""
+        if self._samples is None:
+            self._samples = self._list_samples()
+        return self._samples
+
+    def _list_samples(self) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
         folder = IdentityFolder(self.root)
         self._skips.update(folder.skipped)
-        self.class_names = list(folder.classes)
         if self.test_root is not None:
             test_folder = IdentityFolder(self.test_root)
             self._skips.update(test_folder.skipped)
@@ -213,4 +250,4 @@ class ImageFolderDataModule(_DecodedFolderDataModule):
                 index = position.get(label, 0)
                 position[label] = index + 1
                 (test if index % every == every - 1 else train).append((path, label))
-        return {"train": self._decode_split("train", train), "test": self._decode_split("test", test)}
+        return list(folder.classes), train, test

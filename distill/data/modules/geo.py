@@ -11,6 +11,9 @@ degrees, which the geolocation task measures distances with.
 - ``GeoCSVDataModule``: ``path,lat,lon`` CSVs (``distill.data.readers.geo_csv``), images under a root; bad rows and
   undecodable images are skipped (or rejected with ``strict``) and listed in ``summary()``, which the engine writes
   to results.json ("data").
+
+The CSV module's fingerprint holds the CSVs and every listed image, by size and modification time or by content
+(``verify``); the synthetic module's holds the generator's source.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from distill.core.fingerprint import files_fingerprint
+from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
 from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.synthetic import geo_photos
 from distill.data.synthetic.geo_photos import render_places, sample_places
 
 __all__ = ["TRAINING_SPLITS", "GeoArrayDataModule", "GeoCSVDataModule", "SyntheticGeoDataModule"]
@@ -147,10 +153,22 @@ class GeoCSVDataModule(GeoArrayDataModule):
                 path = Path(value).expanduser()
                 self.csv_files[name] = path if path.is_absolute() else self.root / path
         self._skipped: dict[str, list[str]] = {}
+        self._rows: dict[str, GeoRows] = {}
+        self._files_key: dict[str, str] | None = None
+
+    def rows(self, name: str) -> GeoRows:
+        """The usable rows of a split's CSV (read once)."""
+        if name not in self._rows:
+            self._rows[name] = read_geo_csv(self.csv_files[name], self.root, strict=self.strict)
+        return self._rows[name]
 
     def fingerprint_parts(self) -> dict[str, Any]:
+        if self._files_key is None:  # computed once per data module: a run reads its files once
+            groups = {"csv": list(self.csv_files.values()), **{name: self.rows(name).paths for name in self.csv_files}}
+            self._files_key = {name: files_fingerprint(paths, self.verify) for name, paths in groups.items()}
         return {"root": str(self.root.resolve()), "csv": {k: str(v) for k, v in self.csv_files.items()},
-                "image_size": self.image_size, "strict": self.strict, "partition": self.partition_settings()}
+                "image_size": self.image_size, "strict": self.strict, "partition": self.partition_settings(),
+                "files": self._files_key, "verify": self.verify}
 
     def _decode(self, name: str, rows: GeoRows) -> tuple[np.ndarray, np.ndarray]:
         """Decode a split's images; a corrupt one is rejected (strict) or skipped and reported with its line."""
@@ -172,7 +190,7 @@ class GeoCSVDataModule(GeoArrayDataModule):
     def build_splits(self) -> dict[str, Split]:
         decoded = {}
         for name, csv_path in self.csv_files.items():
-            rows = read_geo_csv(csv_path, self.root, strict=self.strict)
+            rows = self.rows(name)
             self._skipped[name] = list(rows.skipped)
             images, kept = self._decode(name, rows)
             if len(kept) == 0:
@@ -217,7 +235,7 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
 
     def fingerprint_parts(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
-                "partition": self.partition_settings(), "version": 1}
+                "partition": self.partition_settings(), "generator": source_digest(geo_photos)}
 
     def build_splits(self) -> dict[str, Split]:
         places = {name: sample_places(count, np.random.default_rng([self.seed, 3000 + offset]))

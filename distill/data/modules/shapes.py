@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.synthetic import shapes as synthetic_shapes
 from distill.data.synthetic.shapes import SHAPES, render_shapes
 
 __all__ = ["SyntheticShapesDataModule"]
@@ -29,7 +31,8 @@ class SyntheticShapesDataModule(ArrayDataModule):
         return self._num_classes
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes, "seed": self.seed}
+        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
+                "generator": source_digest(synthetic_shapes)}
 
     def build_splits(self) -> dict[str, Split]:
         splits = {}

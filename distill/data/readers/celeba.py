@@ -2,8 +2,8 @@
 
 ``list_attr_celeba.txt``: line 1 the image count, line 2 the 40 attribute names, then ``<file> <-1|1 ...>`` per
 image. ``list_eval_partition.txt``: ``<file> <0|1|2>`` per image (train, valid, test). Errors name the file and
-the line. ``decode_images`` decodes listed images (CelebA's, or any folder's) to square centre crops, naming where
-a bad file was listed.
+the line, also for a file that is not UTF-8. ``decode_images`` decodes listed images (CelebA's, or any folder's)
+to square centre crops, naming where a bad file was listed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from distill.data.align import centre_crop
 from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.readers.text import read_utf8
 
 __all__ = ["CELEBA_PARTITIONS", "CelebAAttributes", "decode_images", "read_celeba_attributes", "read_celeba_partition"]
 
@@ -43,8 +44,9 @@ def read_celeba_attributes(path: str | os.PathLike) -> CelebAAttributes:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"CelebA attribute list not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    lines = read_utf8(path, "CelebA attribute list").split("\n")
+    if lines[-1] == "":  # the final newline
+        lines.pop()
     if len(lines) < 2:
         raise ValueError(f"{path}: expected the image count on line 1 and the attribute names on line 2, "
                          f"got {len(lines)} line(s)")
@@ -92,16 +94,15 @@ def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:
     if not path.is_file():
         raise FileNotFoundError(f"CelebA partition list not found: {path}")
     partition: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-                raise ValueError(f"{path} line {number}: expected '<file> <0|1|2>', got {line.strip()[:80]!r}")
-            if fields[0] in partition:
-                raise ValueError(f"{path} line {number}: {fields[0]} is listed twice")
-            partition[fields[0]] = int(fields[1])
+    for number, line in enumerate(read_utf8(path, "CelebA partition list").split("\n"), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise ValueError(f"{path} line {number}: expected '<file> <0|1|2>', got {line.strip()[:80]!r}")
+        if fields[0] in partition:
+            raise ValueError(f"{path} line {number}: {fields[0]} is listed twice")
+        partition[fields[0]] = int(fields[1])
     if not partition:
         raise ValueError(f"{path}: no '<file> <0|1|2>' rows")
     return partition

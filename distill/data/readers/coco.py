@@ -77,13 +77,41 @@ def _read_json(ann_file: Path) -> dict:
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"{ann_file} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{ann_file} is not a COCO instances file: its top level is a JSON "
+                         f"{_json_type(data)}, expected an object with the lists 'images', 'annotations', "
+                         f"'categories'")
     missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
-    if not isinstance(data, dict) or missing:
+    if missing:
         raise ValueError(f"{ann_file} is not a COCO instances file: no list {missing} "
                          f"(expected keys 'images', 'annotations', 'categories')")
     return data
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _is_id(value) -> bool:
+    """COCO ids are integers (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _categories(data: dict, ann_file: Path) -> list[dict]:
+    """The categories sorted by id, each an object with an integer ``id``, no id twice; else a ValueError naming
+    the entry and the file."""
+    seen: set[int] = set()
+    for position, category in enumerate(data["categories"]):
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            got = category.get("id") if isinstance(category, dict) else category
+            raise ValueError(f"{ann_file}: categories[{position}] needs an integer 'id' (got {got!r:.80})")
+        if category["id"] in seen:
+            raise ValueError(f"{ann_file}: category id {category['id']} appears twice in 'categories'")
+        seen.add(category["id"])
+    return sorted(data["categories"], key=lambda c: c["id"])
 
 
 _POLICY_HINT = ("set data.box_policy=clip to clip such boxes to the image, or data.box_policy=skip to leave them "
@@ -150,9 +178,11 @@ def _image_records(data: dict, ann_file: Path) -> dict[int, dict]:
         try:
             image_id, width, height = image["id"], int(image["width"]), int(image["height"])
             file_name = str(image["file_name"])
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"{ann_file}: images[{position}] needs 'id', 'file_name', 'width' and 'height' "
                              f"({type(error).__name__}: {error})") from error
+        if not _is_id(image_id):
+            raise ValueError(f"{ann_file}: images[{position}] has id {image_id!r:.80}, expected an integer")
         if image_id in records:
             raise ValueError(f"{ann_file}: image id {image_id} appears twice in 'images'")
         if width < 1 or height < 1:
@@ -175,7 +205,7 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
         raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)}, got {box_policy!r}")
     ann_file, image_root = Path(ann_file).expanduser(), Path(image_root).expanduser()
     data = _read_json(ann_file)
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    categories = _categories(data, ann_file)
     if not categories:
         raise ValueError(f"{ann_file}: 'categories' is empty")
     label_of = {int(c["id"]): k + 1 for k, c in enumerate(categories)}
@@ -184,12 +214,14 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
     crowd: dict[int, list] = {image_id: [] for image_id in images}
     fixed: dict[int, dict[str, int]] = {image_id: {"clipped": 0, "skipped": 0} for image_id in images}
     sized: set[int] = set()
-    for ann in data["annotations"]:
+    for position, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{ann_file}: annotations[{position}] is a JSON {_json_type(ann)}, expected an object")
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
-        if image_id not in images:
+        if not _is_id(image_id) or image_id not in images:
             raise ValueError(f"annotation id {ann.get('id')} in {ann_file}: image_id {image_id!r} is not in "
                              f"'images' (missing image)")
-        if category_id not in label_of:
+        if not _is_id(category_id) or category_id not in label_of:
             raise ValueError(f"annotation id {ann.get('id')} in {ann_file}: unknown category_id {category_id!r}; "
                              f"'categories' lists ids {sorted(label_of)}")
         info = images[image_id]

@@ -4,17 +4,22 @@ A header naming the columns ``path``, ``lat`` and ``lon`` is required (other col
 relative to ``root`` (or absolute). A bad row (too few fields, a latitude or longitude that is not a number or out
 of range, a missing image) is reported with its file and line number and skipped, or, with ``strict=True``,
 rejected with an error naming them (``distill.data.modules.geo.GeoCSVDataModule`` serves one CSV per split).
+The CSV must be UTF-8 (a byte-order mark is dropped); bytes that are not UTF-8, or a row the csv module cannot
+split, are an error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from distill.data.readers.text import read_utf8
 
 __all__ = ["COLUMNS", "GeoRows", "read_geo_csv"]
 
@@ -47,6 +52,18 @@ def _row_problem(row: dict[str, str | None]) -> tuple[str | None, float, float]:
     return None, lat, lon
 
 
+def _rows(reader: csv.DictReader, csv_path: Path):
+    """(line number, row) of each row; a row the csv module cannot split is an error naming the file and line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(f"{csv_path}:{reader.line_num}: unreadable CSV row ({error})") from None
+        yield reader.line_num, row
+
+
 def read_geo_csv(csv_path: str | os.PathLike, root: str | os.PathLike, strict: bool = False) -> GeoRows:
     """Parse a ``path,lat,lon`` CSV, checking every row's coordinates and that its image file exists.
 
@@ -57,31 +74,32 @@ def read_geo_csv(csv_path: str | os.PathLike, root: str | os.PathLike, strict: b
     if not csv_path.is_file():
         raise FileNotFoundError(f"geolocation CSV not found: {csv_path} (expected a 'path,lat,lon' file)")
     paths, coords, lines, skipped = [], [], [], []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(read_utf8(csv_path, "geolocation CSV"), newline=""))
+    try:
         header = [name.strip() for name in (reader.fieldnames or [])]
-        missing = [column for column in COLUMNS if column not in header]
-        if missing:
-            raise ValueError(f"{csv_path}: the header must name the columns path,lat,lon; missing {missing} "
-                             f"(found {header})")
-        reader.fieldnames = header
-        for row in reader:
-            line = reader.line_num
-            problem, lat, lon = _row_problem(row)
-            path = None
-            if problem is None:
-                path = Path(row["path"].strip())
-                path = path if path.is_absolute() else root / path
-                if not path.is_file():
-                    if strict:
-                        raise FileNotFoundError(f"{csv_path}:{line}: image not found: {path}")
-                    problem = f"image not found: {path}"
-            if problem is not None:
+    except csv.Error as error:
+        raise ValueError(f"{csv_path}:{reader.line_num}: unreadable CSV header ({error})") from None
+    missing = [column for column in COLUMNS if column not in header]
+    if missing:
+        raise ValueError(f"{csv_path}: the header must name the columns path,lat,lon; missing {missing} "
+                         f"(found {header})")
+    reader.fieldnames = header
+    for line, row in _rows(reader, csv_path):
+        problem, lat, lon = _row_problem(row)
+        path = None
+        if problem is None:
+            path = Path(row["path"].strip())
+            path = path if path.is_absolute() else root / path
+            if not path.is_file():
                 if strict:
-                    raise ValueError(f"{csv_path}:{line}: {problem}")
-                skipped.append(f"{csv_path.name}:{line}: {problem}")
-                continue
-            paths.append(path)
-            coords.append((lat, lon))
-            lines.append(line)
+                    raise FileNotFoundError(f"{csv_path}:{line}: image not found: {path}")
+                problem = f"image not found: {path}"
+        if problem is not None:
+            if strict:
+                raise ValueError(f"{csv_path}:{line}: {problem}")
+            skipped.append(f"{csv_path.name}:{line}: {problem}")
+            continue
+        paths.append(path)
+        coords.append((lat, lon))
+        lines.append(line)
     return GeoRows(paths, np.array(coords, dtype=np.float64).reshape(-1, 2), lines, skipped)

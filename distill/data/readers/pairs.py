@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.data.readers.text import read_utf8
+
 __all__ = ["lfw_image_path", "make_pairs", "read_lfw_pairs", "write_lfw_pairs"]
 
 NamedImage = tuple[str, int]
@@ -107,7 +109,7 @@ def read_lfw_pairs(path: str | os.PathLike) -> list[NamedPair]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
-    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), start=1)]
+    lines = [(n, line.split()) for n, line in enumerate(read_utf8(path, "pairs file").split("\n"), start=1)]
     lines = [(n, fields) for n, fields in lines if fields]
     if not lines:
         raise ValueError(f"{path}: empty pairs file, expected a header '<folds>\\t<pairs per fold>'")

@@ -71,8 +71,8 @@ def read_split_list(path: str | os.PathLike) -> list[tuple[str, int]]:
     except NotImplementedError as error:  # MATLAB v7.3 files are HDF5
         raise ValueError(f"{path}: a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it with "
                          f"save(..., '-v7') ({error})") from error
-    except (ValueError, TypeError, OSError) as error:
-        raise ValueError(f"{path} is not a readable MATLAB file: {error}") from error
+    except Exception as error:  # a damaged file fails in scipy's reader in many ways (MatReadError, IndexError, ...)
+        raise ValueError(f"{path} is not a readable MATLAB file ({type(error).__name__}: {error})") from error
     missing = [key for key in ("file_list", "labels") if key not in content]
     if missing:
         raise ValueError(f"{path}: expected MATLAB fields 'file_list' and 'labels', missing {missing}")

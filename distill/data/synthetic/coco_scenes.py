@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["GENERATOR_VERSION", "SHAPES", "TEXTURES", "render_scene", "shape_mask", "write_synthetic_coco"]
+__all__ = ["SHAPES", "TEXTURES", "render_scene", "shape_mask", "write_synthetic_coco"]
 
-# Part of the data cache key: bump it when a change to the rendering changes the images.
-GENERATOR_VERSION = 1
+# The data cache key holds a digest of this module's source (distill.data.array_store.source_digest): any change to
+# the rendering writes the scenes again.
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")
 TEXTURES = ("solid", "stripes", "checker", "dots")
 _MAX_COVER = 0.4       # a new shape may cover at most this share of an earlier shape's box

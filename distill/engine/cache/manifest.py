@@ -6,7 +6,8 @@ Layout of one cache directory::
     <output name>.npy    one array per teacher output, shape (num_views, num_samples, *shape)
 
 The manifest's header is ``{"version", "key", "num_samples", "num_views", "dtype"}``; its ``outputs`` maps each
-output name to ``{"shape", "dtype", "file", "sha256", "bytes"}``.
+output name to ``{"shape", "dtype", "file", "sha256", "bytes"}``; ``parts`` (optional) holds the plain data the key
+digests (``distill.engine.keys``), which a later cache miss is compared with.
 """
 
 from __future__ import annotations

@@ -4,18 +4,21 @@ In distillation the frozen teacher's forward pass dominates the cost of a traini
 sample is a deterministic function of ``(seed, view, index)``, so the teacher's outputs can be computed once for
 every ``(view, index)`` pair, stored, and read back during training: a step then only runs the student.
 
-A cache lives in ``root/key`` in the layout of :mod:`distill.engine.cache.manifest`. The ``key`` names what was
-computed (teacher weights, data, augmentation seed, ...); build it with :func:`distill.core.fingerprint.fingerprint`
-and :func:`distill.core.fingerprint.module_fingerprint` so that any change gives a new directory.
+A cache lives in ``root/<key>-<dtype>`` in the layout of :mod:`distill.engine.cache.manifest`: caches of one key
+stored as float16 and as float32 live side by side. The ``key`` names what was computed (teacher weights, data,
+augmentation seed, ...); build it with :func:`distill.core.fingerprint.fingerprint` and
+:func:`distill.core.fingerprint.module_fingerprint` so that any change gives a new directory. ``parts``, the plain
+data the key digests, is kept in the manifest, so that a later miss can say what changed.
 
-Building writes into a temporary directory ``root/.<key>.tmp-*`` next to the final one and renames it into place
+Building writes into a temporary directory ``root/.<name>.tmp-*`` next to the final one and renames it into place
 only when it is complete, so a crash never leaves a half-written cache under the final name. :meth:`validate`
 checks the manifest, the file sizes and the checksums; a damaged cache is reported with a ``RuntimeWarning``,
 removed and (by the ``open_or_build*`` methods) rebuilt, never used.
 
 Every build, and the check-then-build of the ``open_or_build*`` methods, runs under :func:`file_lock` on
-``root/.<key>.lock``. Two processes calling :meth:`open_or_build` for one key at once therefore compute the outputs
-once: the second waits for the lock, then finds the finished cache valid and loads it.
+``root/.<name>.lock`` (``name``: ``<key>-<dtype>``). Two processes calling :meth:`open_or_build` for one key at
+once therefore compute the outputs once: the second waits for the lock, then finds the finished cache valid and
+loads it.
 """
 
 from __future__ import annotations
@@ -60,15 +63,17 @@ class TeacherOutputCache:
     """Teacher outputs for every ``(view, index)`` of a dataset, stored as numpy memmaps.
 
     Args:
-        root: directory holding caches; this cache lives in ``root/key``.
+        root: directory holding caches; this cache lives in ``root/<key>-<dtype>`` (``name``).
         key: name of what was computed (see :func:`distill.core.fingerprint.fingerprint`); a safe directory name.
         num_samples: number of samples in the dataset (indices ``0..num_samples-1``).
         num_views: number of augmentation views (view ids ``0..num_views-1``).
         dtype: storage dtype, ``"float32"`` or ``"float16"`` (half the disk, values rounded);
-            :meth:`get` always returns float32.
+            :meth:`get` always returns float32. Part of the directory name: both can be kept.
+        parts: the plain data ``key`` digests, written into the manifest when the cache is built (optional).
     """
 
-    def __init__(self, root, key: str, num_samples: int, num_views: int = 1, dtype: str = "float32"):
+    def __init__(self, root, key: str, num_samples: int, num_views: int = 1, dtype: str = "float32",
+                 parts: Mapping | None = None):
         if not isinstance(key, str) or not SAFE_NAME.fullmatch(key):
             raise ValueError(
                 f"key must be a non-empty directory name of letters, digits, '_', '-', '.' "
@@ -84,7 +89,9 @@ class TeacherOutputCache:
         self.num_samples = int(num_samples)
         self.num_views = int(num_views)
         self.dtype = dtype
-        self.path = self.root / key
+        self.parts = dict(parts) if parts is not None else None
+        self.name = f"{key}-{dtype}"
+        self.path = self.root / self.name
         self._manifest: dict | None = None
         self._arrays: dict[str, np.ndarray] | None = None
 
@@ -107,7 +114,7 @@ class TeacherOutputCache:
 
     @property
     def lock_path(self) -> Path:
-        return self.root / f".{self.key}.lock"
+        return self.root / f".{self.name}.lock"
 
     def _header(self) -> dict:
         return header(self.key, self.num_samples, self.num_views, self.dtype)
@@ -280,12 +287,13 @@ class TeacherOutputCache:
     def _build_locked(self, fill: Callable[[ArrayWriter], None]) -> None:
         """Build into a fresh temporary directory with ``fill(writer)``, then publish it (call under the lock)."""
         self._remove_stale_temporaries()
-        temporary = self.root / f".{self.key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temporary = self.root / f".{self.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.mkdir(temporary)
         writer = ArrayWriter(temporary, self.num_samples, self.num_views, self.dtype)
         try:
             fill(writer)
-            write_manifest(temporary, {**self._header(), "outputs": writer.finish()})
+            parts = {} if self.parts is None else {"parts": self.parts}
+            write_manifest(temporary, {**self._header(), **parts, "outputs": writer.finish()})
             fsync_dir(temporary)
             self._publish(temporary)
         finally:
@@ -296,7 +304,7 @@ class TeacherOutputCache:
 
     def _remove_stale_temporaries(self) -> None:
         """Delete temporary directories left by killed builds (call only while holding the lock)."""
-        for stale in self.root.glob(f".{self.key}.tmp-*"):
+        for stale in self.root.glob(f".{self.name}.tmp-*"):
             log.info("removing unfinished teacher-output cache %s", stale)
             remove(stale)
 
