@@ -45,15 +45,15 @@ from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.ssd import SSD
 
+from distill.core.deploy import INPUT_NAME, META_KEY, OUTPUT_NAME, write_onnx
 from distill.core.io import atomic_write
 from distill.models.checkpoint import load_student
 
 __all__ = ["FORMATS", "META_KEY", "TOLERANCE", "ExportError", "export_student", "main"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> default file extension
-META_KEY = "distill_meta"
 TOLERANCE = 1e-4
-_INPUT, _OUTPUT = "image", "output"
+_INPUT, _OUTPUT = INPUT_NAME, OUTPUT_NAME
 # TorchScript is deprecated upstream (PyTorch 2.9+) but still works; asked for explicitly, its notices are noise.
 _JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 # Traced with a batch of 2: torch.export turns a dimension of size 1 into a constant, which would fix the batch.
@@ -79,22 +79,8 @@ def _resolution(model: nn.Module, resolution: int | None, checkpoint_path: Path)
 
 
 def _export_onnx(model: nn.Module, dummy: torch.Tensor, path: str, opset: int | None, meta_json: str) -> None:
-    try:
-        import onnxscript  # noqa: F401  (torch.export-based ONNX exporter needs it)
-    except ImportError as error:
-        raise ImportError('ONNX export needs onnxscript, onnx and onnxruntime: pip install "distill[export]"') from error
-    program = torch.onnx.export(
-        model, (dummy,), None,
-        input_names=[_INPUT], output_names=[_OUTPUT],
-        dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-        opset_version=opset, dynamo=True, verbose=False,
-    )
-    produced = program.model.opset_imports.get("")
-    if opset is not None and produced != opset:
-        raise ValueError(f"opset {opset} is not available from this PyTorch's ONNX exporter (it produced opset "
-                         f"{produced}); leave opset out or ask for {produced} or later")
-    program.model.metadata_props[META_KEY] = meta_json
-    program.save(path, external_data=False)  # one self-contained file
+    # The one ONNX writer (distill.core.deploy), shared with the compress stage and the benchmarks.
+    write_onnx(model, dummy, path, opset=opset, metadata={META_KEY: meta_json})
 
 
 def _run_onnx(path: str, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """`python -m distill.report <run or multirun folder>`: the paper-style table and Pareto plot of a sweep.
 
 Reads every results.json below the folder, one row per run (student width and resolution, the recipe's
-primary metric, M mult-adds, M params, CPU latency), the paper's row beside it where the recipe has a paper
+primary metric, M mult-adds, M params, CPU latency in eager PyTorch and ONNX Runtime), a row for each compressed
+student (results.json "compressed": int8, pruned), the paper's row beside it where the recipe has a paper
 table and the run is on the recipe's own data, and the teacher. A run on other data (``data=image_folder``, a
 user's own folders: results.json ``data.name`` or ``config.data._target_``) is marked "own data" and never set
 beside the paper, nor is its plot titled so. Run folders without a results.json (a crashed or unfinished job)
@@ -26,7 +27,8 @@ from distill.paper import PAPER_TABLES, PaperTable, is_recipe_data, paper_row, p
 __all__ = ["RunRecord", "collect_runs", "run_data", "report_rows", "to_markdown", "to_csv", "plot_pareto", "main"]
 
 COLUMNS = ["run", "status", "model", "width", "resolution", "metric", "value", "paper", "delta",
-           "mult_adds_m", "paper_mult_adds_m", "params_m", "paper_params_m", "latency_ms", "data", "own_data"]
+           "mult_adds_m", "paper_mult_adds_m", "params_m", "paper_params_m", "latency_ms", "data", "own_data",
+           "latency_ort_ms", "method"]
 OWN_DATA = "own data"
 
 
@@ -128,7 +130,9 @@ def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
             "mult_adds_m": _millions(student.get("mult_adds")), "paper_mult_adds_m": paper.mult_adds_m if paper else None,
             "params_m": _millions(student.get("params")), "paper_params_m": paper.params_m if paper else None,
             "latency_ms": _number(student.get("latency_ms")), "data": data, "own_data": own,
+            "latency_ort_ms": _number(student.get("latency_ort_ms")),
         })
+        rows += _compressed_rows(name, results, student, metric, data, own)
         teacher = results.get("teacher", {})
         key = (teacher.get("name"), teacher.get("resolution"), data)
         if key not in teachers:
@@ -145,8 +149,33 @@ def report_rows(records: list[RunRecord], root: Path) -> list[dict[str, Any]]:
                 "params_m": _millions(teacher.get("params")),
                 "paper_params_m": paper_teacher.params_m if paper_teacher else None,
                 "latency_ms": _number(teacher.get("latency_ms")), "data": data, "own_data": own,
+                "latency_ort_ms": _number(teacher.get("latency_ort_ms")),
             }
     return list(teachers.values()) + rows
+
+
+def _compressed_rows(name: str, results: dict[str, Any], student: dict[str, Any], metric: str, data: str | None,
+                     own: bool) -> list[dict[str, Any]]:
+    """One row per compressed student (results.json "compressed"): its metric as shipped, its cost, its eager
+    latency and its ONNX Runtime latency (int8 where the method made an int8 file)."""
+    rows = []
+    for entry in results.get("compressed") or []:
+        if entry.get("error"):
+            rows.append({"run": name, "status": f"failed: compress {entry.get('method')}: {entry['error'][:200]}"})
+            continue
+        latency = entry.get("latency_b1_ms") or {}
+        ort = latency.get("ort_int8") if latency.get("ort_int8") is not None else latency.get("ort_fp32")
+        rows.append({
+            "run": name, "status": "compressed", "model": f"{student.get('name')} [{entry.get('method')}]",
+            "method": entry.get("method"), "width": student.get("width_multiplier"),
+            "resolution": student.get("resolution"), "metric": metric,
+            "value": _number((entry.get("metrics") or {}).get(metric)), "paper": None, "delta": None,
+            "mult_adds_m": _millions(entry.get("mult_adds")), "paper_mult_adds_m": None,
+            "params_m": _millions(entry.get("params")), "paper_params_m": None,
+            "latency_ms": _number(latency.get("eager")), "latency_ort_ms": _number(ort), "data": data,
+            "own_data": own,
+        })
+    return rows
 
 
 def _cell(value: Any, kind: str = "") -> str:
@@ -163,10 +192,11 @@ def _cell(value: Any, kind: str = "") -> str:
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     header = ["model", "width", "resolution", "metric", "ours", "paper", "Δ (points)", "M mult-adds (ours / paper)",
-              "M params (ours / paper)", "CPU latency ms (batch 1)", "run"]
+              "M params (ours / paper)", "CPU latency ms (batch 1)", "ONNX Runtime ms (batch 1; int8 rows: int8)",
+              "run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        if not row.get("status", "").startswith(("ok", "teacher")):
+        if not row.get("status", "").startswith(("ok", "teacher", "compressed")):
             lines.append(f"| **{row['status']}** |" + " |" * (len(header) - 2) + f" {row['run']} |")
             continue
         model = f"{row['model']} (teacher)" if row["status"] == "teacher" else row["model"]
@@ -176,7 +206,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
             _cell(row["delta"], "delta"),
             f"{_cell(row['mult_adds_m'])} / {_cell(row['paper_mult_adds_m'])}",
             f"{_cell(row['params_m'])} / {_cell(row['paper_params_m'])}",
-            _cell(row["latency_ms"]), row["run"],
+            _cell(row["latency_ms"]), _cell(row.get("latency_ort_ms")), row["run"],
         ]) + " |")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ TINY_SMOKE = [
     "data.batch_size=32",
     "teacher.fit.epochs=1",
     "trainer.max_epochs=2",
+    "latency_ort=false",
     "progress=false",
 ]
 
@@ -31,11 +32,12 @@ TINY = {
                 "data.train_images_per_identity=3", "data.num_test_identities=20", "data.test_images_per_identity=3",
                 "data.pairs_per_fold=4", "data.batch_size=16", "data.num_views=1", "data.resolution=64",
                 "teacher.fit.epochs=1", "teacher.fit.batch_size=12", "student.width_multiplier=0.25",
-                "trainer.max_epochs=1", "progress=false"],
+                "trainer.max_epochs=1", "latency_ort=false", "progress=false"],
     "face_attributes": ["recipe=face_attributes", "data.image_size=32", "data.resolution=32", "teacher.resolution=32",
                         "data.num_teacher_train=64", "data.num_train=64", "data.num_test=48",
                         "teacher.builder.model_name=resnet10t", "teacher.fit.epochs=1", "teacher.fit.batch_size=32",
-                        "student.width_multiplier=0.25", "trainer.max_epochs=1", "progress=false"],
+                        "student.width_multiplier=0.25", "trainer.max_epochs=1", "latency_ort=false",
+                        "progress=false"],
     "planet": ["recipe=planet", "data.num_teacher_train=200", "data.num_train=160", "data.num_test=60",
                "data.image_size=24", "data.resolution=24", "data.t1=40", "data.t2=4", "data.batch_size=32",
                "teacher.fit.epochs=1", "trainer.max_epochs=1", "student.width_multiplier=0.25", "latency_runs=0",

@@ -17,15 +17,21 @@ _NOTICES = (
 )
 
 
+# Loggers that narrate their passes at INFO (the ONNX exporter's optimiser, torchao's import): warnings only.
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torchao")
+
+
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.getMessage()).startswith("💡 Tip")
 
 
 def quiet_third_party() -> None:
-    """Idempotent: filters the notices above and Lightning's advertising tip."""
+    """Idempotent: filters the notices above, Lightning's advertising tip and the ONNX exporter's pass-by-pass log."""
     for pattern in _NOTICES:
         warnings.filterwarnings("ignore", message=pattern)
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in logger.filters):
         logger.addFilter(_DropTips())
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -25,8 +25,12 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def save_outputs(cfg: DictConfig, run_dir: Path, task: Task, datamodule: Any, models, metrics: dict[str, dict],
-                 started: float) -> dict[str, Any]:
-    """Write student.ckpt, the artefacts and results.json; returns the results."""
+                 started: float, compressed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write student.ckpt, the artefacts and results.json; returns the results.
+
+    ``compressed``: the compress stage's entries (one per compressed model: method, metrics, cost, file sizes,
+    side-by-side latency), stored as results.json's ``compressed`` list.
+    """
     module = models.module
     student, teacher = module.student.cpu().eval(), module.teacher.cpu().eval()
     recipe = cfg.get("recipe_name", "custom")
@@ -38,17 +42,19 @@ def save_outputs(cfg: DictConfig, run_dir: Path, task: Task, datamodule: Any, mo
         **({"artifacts": artifacts} if artifacts else {}),
     })
     latency_runs = int(cfg.get("latency_runs", 20))
+    ort = bool(cfg.get("latency_ort", True))
     results = {
         "status": "ok",  # results.json exists only for a finished run; anything else is never written here
         "recipe": recipe,
         "teacher": {"name": cfg.teacher.name, "resolution": models.teacher_resolution,
-                    **model_cost(teacher, task, datamodule, models.teacher_resolution, latency_runs),
+                    **model_cost(teacher, task, datamodule, models.teacher_resolution, latency_runs, onnx_runtime=ort),
                     "metrics": metrics["teacher"], "source": models.teacher_info.get("source")},
         "student": {"name": models.student_name, "width_multiplier": models.student_kwargs.get("width_multiplier",
                     models.student_kwargs.get("backbone_kwargs", {}).get("width_multiplier")),
                     "resolution": models.student_resolution,
-                    **model_cost(student, task, datamodule, models.student_resolution, latency_runs),
+                    **model_cost(student, task, datamodule, models.student_resolution, latency_runs, onnx_runtime=ort),
                     "metrics": metrics["student"]},
+        "compressed": list(compressed or []),
         "primary_metric": task.primary_metric,
         "data": datamodule.summary(),
         "loss_terms": OmegaConf.to_container(cfg.loss.terms, resolve=True),

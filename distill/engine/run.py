@@ -1,7 +1,8 @@
-"""run(cfg): one pipeline for every recipe — teacher, teacher outputs, distillation, evaluation — then the results.
+"""run(cfg): one pipeline for every recipe — teacher, teacher outputs, distillation, evaluation, and compression when
+``compress.methods`` asks for it — then the results.
 
 Writes into the run folder: results.json (the contract in DESIGN.md), student.ckpt (``distill.load_student``),
-checkpoints/last.ckpt (for ``resume=true``) and the training log.
+checkpoints/last.ckpt (for ``resume=true``), the training log, and the compressed students (``compress=...``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from distill.engine.build import Models, build_data_and_task, build_models, run_folder
+from distill.engine.compression import check_compression, compress_student
 from distill.engine.evaluation import evaluate_models
 from distill.engine.outputs import cache_teacher_outputs
 from distill.engine.quiet import quiet_third_party
@@ -36,6 +38,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     """
     started = time.time()
     quiet_third_party()
+    compression = check_compression(cfg)  # a compression that cannot be done is refused before any work
     run_dir = run_folder(run_dir)
     resume = cfg.get("resume")
     prepare_run_folder(run_dir, OmegaConf.to_container(cfg, resolve=True), resuming=resume not in (False, None, ""),
@@ -61,4 +64,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     metrics = evaluate_models(task, datamodule, {"teacher": (module.teacher, models.teacher_resolution),
                                                  "student": (module.student, models.student_resolution)},
                               trainer.strategy.root_device)
-    return save_outputs(cfg, run_dir, task, datamodule, models, metrics, started)
+    # 5. compression (compress.methods): each compressed student judged on the test split as it ships
+    compressed = compress_student(cfg, run_dir, task, datamodule, models, compression, trainer.strategy.root_device)
+    return save_outputs(cfg, run_dir, task, datamodule, models, metrics, started, compressed=compressed)

@@ -25,8 +25,10 @@ __all__ = ["prepare_run_folder", "config_differences", "RUN_CONFIG", "RESUMABLE_
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
-# What a resumed run may change: the resume switches, the epoch count, and how it reports progress.
-RESUMABLE_KEYS = ("resume", "resume_force", "trainer.max_epochs", "progress", "latency_runs")
+# What a resumed run may change: the resume switches, the epoch count, how it reports progress and latency, and the
+# compression that follows the training (every key under compress.).
+RESUMABLE_KEYS = ("resume", "resume_force", "trainer.max_epochs", "progress", "latency_runs", "latency_ort")
+_RESUMABLE_PREFIXES = ("compress.",)
 # Files of an earlier run that a fresh run moves aside rather than overwrites.
 _EARLIER_RUN_FILES = ("logs/metrics.csv", "teacher_fit/metrics.csv", "checkpoints/last.ckpt")
 
@@ -49,7 +51,7 @@ def config_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]
     old, new = _flatten(before), _flatten(now)
     changed = []
     for key in sorted(set(old) | set(new)):
-        if key in RESUMABLE_KEYS or old.get(key) == new.get(key):
+        if key in RESUMABLE_KEYS or key.startswith(_RESUMABLE_PREFIXES) or old.get(key) == new.get(key):
             continue
         changed.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
     return changed

@@ -31,6 +31,7 @@ _BUILDER_MODULES = (
     "distill.models.teachers.facenet",
     "distill.models.teachers.timm_teacher",
     "distill.models.detection.detectors",
+    "distill.models.pruned",
 )
 # Dotted paths under this package may be imported to resolve a string; nothing else is ever imported by name.
 _RESOLVABLE_PACKAGE = "distill.models"

@@ -63,6 +63,8 @@ class Task:
     primary_metric = ""
     # Teacher outputs are a deterministic function of (sample, augmentation view): computed once, then read back.
     caches_teacher_outputs = True
+    # The student maps an image batch to one tensor: it can be int8-quantised and pruned (the compress stage).
+    compressible = True
 
     # --- models ---------------------------------------------------------------------------------------------
     def teacher_num_classes(self, datamodule: Any) -> int | None:

@@ -54,6 +54,8 @@ class DetectionTask(Task):
     primary_metric = "map"
     # Teacher backbone maps are large and depend on the flip of each batch: computed live, never cached.
     caches_teacher_outputs = False
+    # A torchvision detector (box decoding, NMS) is neither int8-quantised nor pruned by the compress stage.
+    compressible = False
 
     def __init__(self, detector: Mapping[str, Any]) -> None:
         detector = dict(detector)
