@@ -17,8 +17,8 @@ _NOTICES = (
 )
 
 
-# Loggers that narrate their passes at INFO (the ONNX exporter's optimiser, torchao's import): warnings only.
-_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torchao")
+# Loggers that narrate their passes at INFO (the ONNX exporter's optimiser, int8 quantisation): warnings only.
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "onnxruntime", "torchao")
 
 
 class _DropTips(logging.Filter):
