@@ -68,9 +68,9 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_r
     exported = export_student(saved["student_checkpoint"], format="torchscript", out=tmp_path / "student.pt")
     assert exported.is_file()
 
-    # the no-teacher baseline reuses the cached teacher (for its row), trains on the box losses alone, NHWC
-    baseline = run(compose_config(TINY_COCO + [f"cache.dir={cfg.cache.dir}", "loss=detection_only",
-                                               "channels_last=true"]), run_dir=tmp_path / "baseline")
+    # the no-teacher baseline reuses the cached teacher (for its row) and trains on the box losses alone
+    baseline = run(compose_config(TINY_COCO + [f"cache.dir={cfg.cache.dir}", "loss=detection_only"]),
+                   run_dir=tmp_path / "baseline")
     assert baseline["teacher"]["source"] == "cache" and set(baseline["loss_terms"]) == {"ground_truth"}
     assert baseline["teacher"]["metrics"]["map"] == pytest.approx(saved["teacher"]["metrics"]["map"])
 
@@ -85,8 +85,9 @@ class _Interrupt(pl.Callback):
 
 @pytest.mark.slow
 def test_coco_resumed_mid_epoch_ends_with_the_same_weights(tmp_path):
+    """Also NHWC (channels_last=true): detection takes the memory-format option like every recipe."""
     overrides = TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "data.num_train=32", "trainer.max_epochs=2",
-                             "callbacks.checkpoint.every_n_train_steps=2"]
+                             "callbacks.checkpoint.every_n_train_steps=2", "channels_last=true"]
     reference = run(compose_config(overrides), run_dir=tmp_path / "reference")
     with pytest.raises(RuntimeError, match="simulated kill"):
         run(compose_config(overrides), run_dir=tmp_path / "killed", callbacks=[_Interrupt()])
