@@ -278,3 +278,18 @@ def test_cached_teacher_outputs_equal_the_live_teacher_on_real_training_batches(
             live = models.module.teacher_forward(batch)
             for name, value in live.items():
                 assert torch.allclose(cached[name], value, atol=1e-5, rtol=1e-5), (epoch, name)
+
+
+def test_face_alignment_runs_on_the_trainers_device(monkeypatch):
+    """MTCNN alignment happens before any Trainer exists: the engine hands the data module the Trainer's device."""
+    from conftest import compose_config
+
+    from distill.engine.trainers import trainer_device
+
+    assert trainer_device(compose_config(["recipe=facenet", "trainer=cpu"])) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert trainer_device(compose_config(["recipe=facenet", "trainer=gpu"])) == "cuda:1"
+    assert trainer_device(compose_config(["recipe=facenet", "trainer=ddp"])) == "cuda:1"  # accelerator auto
+    cfg = compose_config(["recipe=facenet", "data=face_folder", "data.root=/x", "data.lfw_root=/y", "data.align=true"])
+    assert cfg.data.align_device is None  # left to the engine (distill/engine/build.py)

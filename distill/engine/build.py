@@ -16,7 +16,7 @@ from torch import nn
 from distill.core.paths import default_cache_dir
 from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.engine.teacher import prepare_teacher
-from distill.engine.trainers import configured_logger, single_device_trainer
+from distill.engine.trainers import configured_logger, single_device_trainer, trainer_device
 from distill.tasks.base import GROUND_TRUTH, Task
 
 __all__ = ["Models", "build_data_and_task", "build_models", "run_folder"]
@@ -54,6 +54,8 @@ def build_data_and_task(cfg: DictConfig) -> tuple[Task, Any]:
     task = instantiate(cfg.task)
     datamodule = instantiate(cfg.data)
     datamodule.teacher_resolution = int(cfg.teacher.get("resolution") or cfg.data.resolution)
+    if getattr(datamodule, "align_device", "") is None:  # face alignment (MTCNN) on the Trainer's device
+        datamodule.align_device = trainer_device(cfg)
     datamodule.setup()
     check_data = getattr(task, "check_data", None)  # a task's checks of the data, before any training
     if check_data is not None:

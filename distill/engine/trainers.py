@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-__all__ = ["stage_trainer", "single_device_trainer", "configured_callbacks", "configured_logger"]
+__all__ = ["stage_trainer", "single_device_trainer", "configured_callbacks", "configured_logger", "trainer_device"]
 
 # Trainer arguments that only make sense for training (a predict-only Trainer drops them).
 _FIT_ONLY = ("max_epochs", "gradient_clip_val", "log_every_n_steps", "num_sanity_val_steps")
@@ -74,3 +75,11 @@ def single_device_trainer(cfg: DictConfig, run_dir: Path, *, max_epochs: int, lo
         devices = [int(os.environ["LOCAL_RANK"])]
     return stage_trainer(cfg, run_dir, fit=True, logger=logger, max_epochs=int(max_epochs), devices=devices,
                          num_nodes=1, strategy="auto")
+
+
+def trainer_device(cfg: DictConfig) -> str:
+    """The device this process's Trainer will run on, for work done before it exists (e.g. aligning faces)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"

@@ -255,6 +255,7 @@ class FaceFolderDataModule(ArrayDataModule):
         align: bool = False,
         align_margin: float = 0.2,
         align_min_face_size: int = 20,
+        align_device: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
         **loader_args: Any,
@@ -282,6 +283,8 @@ class FaceFolderDataModule(ArrayDataModule):
         self.align = bool(align)
         self.align_margin = float(align_margin)
         self.align_min_face_size = int(align_min_face_size)
+        # Where MTCNN runs; None: the engine sets the Trainer's device (distill/engine/build.py), else the CPU.
+        self.align_device = align_device
         self.cache_dir = cache_dir
         self.use_cache = bool(use_cache)
         self._listing: dict[str, Any] | None = None
@@ -346,6 +349,7 @@ class FaceFolderDataModule(ArrayDataModule):
         return {"image_size": self.image_size, "crop_fraction": self.crop_fraction, "strict": self.strict,
                 "align": self.align, "align_margin": self.align_margin if self.align else None,
                 "align_min_face_size": self.align_min_face_size if self.align else None,
+                "align_device": (self.align_device or "cpu") if self.align else None,
                 **({"align_select": "largest_central"} if self.align else {})}
 
     def fingerprint_parts(self) -> dict[str, Any]:
@@ -368,7 +372,8 @@ class FaceFolderDataModule(ArrayDataModule):
             if self._aligner is None:
                 self._aligner = FaceAligner(self.image_size, margin=self.align_margin,
                                             min_face_size=self.align_min_face_size,
-                                            fallback_fraction=self.crop_fraction)
+                                            fallback_fraction=self.crop_fraction,
+                                            device=self.align_device or "cpu")
             return self._aligner.crop(image)
         return centre_crop(image, self.image_size, self.crop_fraction), 1
 
