@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
+__all__ = ["file_sha256", "VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
            "plain_parts", "verify_mode"]
 
 _DIGEST_CHARS = 16
@@ -106,7 +106,8 @@ def verify_mode(mode: str, name: str = "cache.verify") -> str:
     return mode
 
 
-def _content_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
@@ -133,7 +134,7 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], mode: str = "stat") ->
         except FileNotFoundError:
             digest.update(f"{resolved}|missing\n".encode())
             continue
-        what = stat.st_mtime_ns if mode == "stat" else _content_digest(path)
+        what = stat.st_mtime_ns if mode == "stat" else file_sha256(path)
         digest.update(f"{resolved}|{stat.st_size}|{what}\n".encode())
     return digest.hexdigest()[:_DIGEST_CHARS]
 

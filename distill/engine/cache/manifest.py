@@ -12,7 +12,6 @@ digests (``distill.engine.keys``), which a later cache miss is compared with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.core.fingerprint import file_sha256
 from distill.engine.cache.files import fsync_file
 
 __all__ = [
@@ -42,17 +42,12 @@ MANIFEST_NAME = "manifest.json"
 DTYPES = ("float16", "float32")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # keys and output names: they name files
 
-_HASH_CHUNK = 1 << 20
 _ENTRY_FIELDS = ("shape", "dtype", "file", "sha256", "bytes")
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file's bytes (the checksum a manifest records)."""
+    return file_sha256(path)
 
 
 def header(key: str, num_samples: int, num_views: int, dtype: str) -> dict:
