@@ -56,21 +56,24 @@ def _per_image(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
-def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(labels)
-    coat, pattern, ear, muzzle = breed_factors(labels).T
-
-    # Pose: facing direction, position, size, a small tilt; all relative to the body centre in units of `scale`.
+def _pose(n: int, size: int, grid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Body-centred coordinates (x towards the head, y down, in units of the dog's size) of every pixel: facing
+    direction, position, size and a small tilt drawn per image."""
     facing = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     scale = rng.uniform(0.8, 1.05, n) * size
     cx = size * (0.5 + rng.uniform(-0.08, 0.08, n))
     cy = size * (0.52 + rng.uniform(-0.06, 0.06, n))
     tilt = rng.uniform(-0.12, 0.12, n)
-    grid = (np.arange(size, dtype=np.float32) + 0.5)
-    x = (grid[None, None, :] - _per_image(cx)) / _per_image(scale) * _per_image(facing)  # +x: to the head
-    y = (grid[None, :, None] - _per_image(cy)) / _per_image(scale)  # +y: down
-    y = y - _per_image(tilt) * x
+    x = (grid[None, None, :] - _per_image(cx)) / _per_image(scale) * _per_image(facing)
+    y = (grid[None, :, None] - _per_image(cy)) / _per_image(scale)
+    return x, y - _per_image(tilt) * x
 
+
+def _silhouette(x: np.ndarray, y: np.ndarray, ear: np.ndarray, muzzle: np.ndarray,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Masks of the body, head, snout, legs, tail and the breed's ears (the "part" detail: pricked triangles above
+    the head, floppy flaps beside it, or long hanging ears); "dog" is their union."""
+    n = len(ear)
     body = (x / 0.27) ** 2 + (y / 0.12) ** 2 <= 1.0
     hx, hy = 0.29, -0.12                                             # head centre
     head = (x - hx) ** 2 + (y - hy) ** 2 <= 0.085 ** 2
@@ -82,17 +85,19 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
         lx = leg_x + _per_image(stance[:, jitter])
         legs |= (np.abs(x - lx) <= 0.028) & (y >= 0.0) & (y <= 0.3)
     tail = (x <= -0.24) & (x >= -0.4) & (np.abs(y + 0.06 + 0.6 * (x + 0.24)) <= 0.022)
-
-    # Ears (the "part" detail): pricked triangles above the head, floppy flaps beside it, or long hanging ears.
     ex, ey = x - (hx - 0.03), y - hy
     pricked = (ey <= -0.05) & (ey >= -0.16) & (np.abs(ex) <= 0.05 * (ey + 0.16) / 0.11)
     floppy = (ex - 0.0) ** 2 / 0.05 ** 2 + (ey + 0.02) ** 2 / 0.07 ** 2 <= 1.0
     long_ear = (np.abs(ex + 0.02) <= 0.03) & (ey >= -0.04) & (ey <= 0.16)
     ears = np.where(_per_image(ear) == 0, pricked, np.where(_per_image(ear) == 1, floppy, long_ear))
+    return {"body": body, "head": head, "ears": ears, "dog": body | head | snout | legs | tail | ears}
 
-    dog = body | head | snout | legs | tail | ears
 
-    # Coat: the breed's colour (slightly jittered), with its pattern drawn darker on the body and head.
+def _coat(x: np.ndarray, y: np.ndarray, coat: np.ndarray, pattern: np.ndarray, parts: dict[str, np.ndarray],
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The breed's colour (slightly jittered), its pattern's mask on body and head, and the pattern's and ears'
+    colours: (coat_rgb, marked, pattern_rgb, ears_rgb)."""
+    n = len(coat)
     coat_rgb = _COAT_RGB[coat] * rng.uniform(0.93, 1.07, (n, 1)).astype(np.float32)
     freq = rng.uniform(26, 32, n).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, (n, 2)).astype(np.float32)
@@ -103,10 +108,18 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     saddle = y <= -0.03
     marked = np.where(_per_image(pattern) == 1, spots, np.where(_per_image(pattern) == 2, stripes,
                                                          np.where(_per_image(pattern) == 3, saddle, False)))
-    marked &= body | head
+    marked &= parts["body"] | parts["head"]
     dark = np.where(coat[:, None] == 4, 1.9, 0.45).astype(np.float32)   # markings on a black coat are lighter
-    pattern_rgb = np.clip(coat_rgb * dark, 0, 255)
-    ears_rgb = np.clip(coat_rgb * 0.8, 0, 255)
+    return coat_rgb, marked, np.clip(coat_rgb * dark, 0, 255), np.clip(coat_rgb * 0.8, 0, 255)
+
+
+def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(labels)
+    coat, pattern, ear, muzzle = breed_factors(labels).T
+    grid = (np.arange(size, dtype=np.float32) + 0.5)
+    x, y = _pose(n, size, grid, rng)
+    parts = _silhouette(x, y, ear, muzzle, rng)
+    coat_rgb, marked, pattern_rgb, ears_rgb = _coat(x, y, coat, pattern, parts, rng)
 
     # Background: a random two-colour vertical gradient (ground and sky) with noise.
     top = rng.uniform(40, 230, (n, 3)).astype(np.float32)
@@ -114,8 +127,8 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     t = (grid / size)[None, :, None, None]
     background = top[:, None, None, :] * (1 - t) + bottom[:, None, None, :] * t
 
-    image = np.where(dog[..., None], coat_rgb[:, None, None, :], background)
-    image = np.where((ears & ~head)[..., None], ears_rgb[:, None, None, :], image)
+    image = np.where(parts["dog"][..., None], coat_rgb[:, None, None, :], background)
+    image = np.where((parts["ears"] & ~parts["head"])[..., None], ears_rgb[:, None, None, :], image)
     image = np.where(marked[..., None], pattern_rgb[:, None, None, :], image)
 
     # Lighting: overall brightness and a horizontal light gradient, then sensor noise.

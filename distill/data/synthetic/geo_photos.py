@@ -132,14 +132,11 @@ def _col(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
-def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def _landscape(f: dict, lat: np.ndarray, x: np.ndarray, y: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Ground, sky, horizon and mountains of each place: (image (n, H, W, 3) float, horizon (n,))."""
     n = len(lat)
-    f = place_features(lat, lon)
-    cont, country, region, local = f["continent"], f["country"], f["region"], f["local"]
-    city, city_km = _nearest_city(lat, lon)
-    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
-    x, y = grid[None, None, :], grid[None, :, None]
-
+    cont, country, region = f["continent"], f["country"], f["region"]
     # Climate: ground colour from |latitude| (plus a continental aridity field), sky from latitude and haze.
     climate = np.abs(lat) / 90.0
     ground = np.stack([np.interp(climate, _CLIMATE_AT, _CLIMATE_RGB[:, c]) for c in range(3)], axis=1)
@@ -165,7 +162,14 @@ def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Ge
     snow = mountain & (y < skyline + 0.04) & _col(climate + height > 0.55).astype(bool)
     image = np.where(mountain[..., None], image * 0.75, image)
     image = np.where(snow[..., None], 235.0, image)
+    return image, horizon
 
+
+def _buildings(image: np.ndarray, f: dict, city_km: np.ndarray, horizon: np.ndarray, x: np.ndarray, y: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """Up to four buildings, more likely near a city: colours and roofs from the country, windows from the region."""
+    n = len(city_km)
+    country, region, local = f["country"], f["region"], f["local"]
     # Buildings near cities: colours and roofs from the country, window spacing from the region, window colour local.
     urban = np.exp(-city_km / 40.0)
     wall_rgb = 150.0 + 60.0 * country[:, 3:6]
@@ -189,7 +193,12 @@ def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Ge
         image = np.where(wall[..., None], wall_rgb[:, None, None, :], image)
         image = np.where(roof[..., None], roof_rgb[:, None, None, :], image)
         image = np.where(windows[..., None], window_rgb[:, None, None, :], image)
+    return image
 
+
+def _landmark(image: np.ndarray, city: np.ndarray, city_km: np.ndarray, x: np.ndarray, y: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    n = len(city)
     # The nearest city's landmark, strong in the city and fading over its surroundings.
     strength = np.exp(-((city_km / (3.0 * _CITY_SPREAD_KM[city])) ** 2)) * rng.uniform(0.6, 1.0, n)
     cx, cy = rng.uniform(0.2, 0.8, n), rng.uniform(0.15, 0.35, n)
@@ -206,7 +215,11 @@ def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Ge
     mark = np.where(upper[..., None], first[:, None, None, :], second[:, None, None, :])
     alpha = (_col(strength) * shape)[..., None]
     image = image * (1 - alpha) + mark * alpha
+    return image
 
+
+def _nuisance(image: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n = len(image)
     # Nuisance: exposure, colour cast, an occluding blob now and then, sensor noise.
     image = image * _col(rng.uniform(0.8, 1.2, n))[..., None] + rng.normal(0, 8, (n, 1, 1, 3))
     blob_on = rng.random(n) < 0.3
@@ -215,6 +228,17 @@ def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Ge
     image = np.where(blob[..., None], 40.0, image)
     image = image + rng.normal(0, 10, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _render_chunk(lat: np.ndarray, lon: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    f = place_features(lat, lon)
+    city, city_km = _nearest_city(lat, lon)
+    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+    x, y = grid[None, None, :], grid[None, :, None]
+    image, horizon = _landscape(f, lat, x, y, rng)
+    image = _buildings(image, f, city_km, horizon, x, y, rng)
+    image = _landmark(image, city, city_km, x, y, rng)
+    return _nuisance(image, x, y, rng)
 
 
 def render_places(latlon: np.ndarray, size: int, seed: int | list[int]) -> np.ndarray:
