@@ -95,7 +95,7 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
     _write_shard(predictor.collected, shards / f"rank{trainer.global_rank}.pt")
     trainer.strategy.barrier("teacher-output shards written")
     if trainer.is_global_zero:
-        cache.open_or_build_from_batches(lambda: _read_shards(shards, trainer.world_size), show_progress=progress)
+        cache.open_or_build_from_batches(lambda: _read_shards(shards, world_size), show_progress=progress)
         shutil.rmtree(shards, ignore_errors=True)
     trainer.strategy.barrier("teacher-output cache published")
     return _opened(cache, trainer)
