@@ -19,9 +19,9 @@ LAYERS = {
     "tasks": 2,
     "engine": 3,
     "__main__": 4, "__init__": 4, "export": 4, "report": 4, "paper": 0, "cache": 4,
-    "compress": 4,
+    "compress": 4, "search": 4,
 }
-ENTRY_POINTS = {"__main__", "export", "report", "cost", "cache", "compress"}
+ENTRY_POINTS = {"__main__", "export", "report", "cost", "cache", "compress", "search"}
 
 
 def _part(module: str) -> str | None:
