@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distill.core.labels import UNLABELLED
 from distill.losses.registry import DistillationLoss, register_loss
 
 __all__ = ["KDLoss", "DKDLoss", "DISTLoss", "MultiLabelKDLoss"]
@@ -41,7 +42,8 @@ class DKDLoss(DistillationLoss):
     Splits KD into TCKD, the KL between the binary (target, non-target) distributions, and NCKD,
     the KL between the distributions over the non-target classes only (the target logit is masked
     by subtracting a large number). Loss = (alpha * TCKD + beta * NCKD) * T^2, batch mean.
-    Without labels (``target=None``) the teacher's argmax is taken as the target class.
+    Without labels (``target=None``, or ``UNLABELLED`` for some images) the teacher's argmax is taken as the
+    target class.
     The paper's linear warm-up of the loss weight is left to the training schedule.
     """
 
@@ -66,6 +68,7 @@ class DKDLoss(DistillationLoss):
         if target is None:
             target = teacher.argmax(dim=1)
         target = self._check_target(target, batch, num_classes).to(student.device)
+        target = torch.where(target == UNLABELLED, teacher.argmax(dim=1), target)
 
         t = self.temperature
         gt_mask = F.one_hot(target, num_classes).to(dtype=torch.bool)
@@ -98,8 +101,9 @@ class DKDLoss(DistillationLoss):
                 f"DKDLoss: target must be integer class indices of shape ({batch},), "
                 f"got shape {tuple(target.shape)} and dtype {target.dtype}"
             )
-        if batch and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-            raise ValueError(f"DKDLoss: target class indices must lie in [0, {num_classes - 1}]")
+        if batch and (int(target.min()) < UNLABELLED or int(target.max()) >= num_classes):
+            raise ValueError(f"DKDLoss: target class indices must lie in [0, {num_classes - 1}] "
+                             f"(or be {UNLABELLED}: unlabelled)")
         return target.long()
 
 

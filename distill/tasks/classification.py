@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.core.labels import UNLABELLED
 from distill.metrics import most_confused_pairs, topk_accuracy
 from distill.tasks.base import Task, predict
 
@@ -33,7 +34,12 @@ class ClassificationTask(Task):
         return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
 
     def ground_truth_loss(self, student_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(student_output, target, label_smoothing=self.label_smoothing)
+        """Cross-entropy over the labelled images of the batch (``UNLABELLED`` ones learn from the teacher only);
+        zero, with a gradient path, when none of the batch is labelled."""
+        labelled = target != UNLABELLED
+        if not bool(labelled.any()):
+            return student_output.sum() * 0.0
+        return F.cross_entropy(student_output[labelled], target[labelled], label_smoothing=self.label_smoothing)
 
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
                  device: torch.device | str = "cpu") -> dict[str, Any]:

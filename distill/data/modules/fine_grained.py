@@ -6,35 +6,48 @@ ImageFolder-style data set by option.
   ``test_list.mat`` (read by ``distill.data.readers.stanford_dogs``);
 - ``ImageFolderDataModule``: ``<root>/<class>/*``.
 
-Real images are decoded once into uint8 arrays (centre square, resized), upright by their EXIF orientation, from
-every format Pillow reads for photos (``distill.data.readers.image_files.IMAGE_EXTENSIONS``). A corrupt or unreadable
-image is named in the error (``strict=True``) or skipped; skipped files (also the files of a class folder that are
-not images, and hidden ones) are logged, one WARNING per reason, and listed by reason in ``summary()["skipped"]``,
-which the engine writes to results.json.
+Real images are decoded (centre square, resized to ``image_size``), upright by their EXIF orientation, from every
+format Pillow reads for photos (``distill.data.readers.image_files.IMAGE_EXTENSIONS``): into memory when the data
+set is small (``in_memory``: ``auto`` below ``distill.data.streaming.IN_MEMORY_AUTO_BYTES`` decoded), else one image
+at a time in the DataLoader workers (``distill.data.streaming.DecodedFiles``), or read from LitData shards written by
+``python -m distill.data.pack`` (``format=litdata``, ``uri``). The three give the same batches for the same
+(seed, view, index): the in-memory array is the streamed images read once, the shards hold the same pixels.
+
+A corrupt or unreadable image is named in the error (``strict=True``). With ``strict=False`` a file whose header
+does not read is left out when the splits are listed, and one whose pixel data fails later is replaced by the next
+image of its class that decodes; both are logged and listed by reason in ``summary()["skipped"]`` (with the files of
+a class folder that are not images, and hidden ones), which the engine writes to results.json.
 The real readers' fingerprints hold their lists and every image used, by size and modification time or by content
-(``verify``); the synthetic breeds' hold the generator's source.
+(``verify``); packed shards carry the fingerprint of the files they were packed from; the synthetic breeds' hold the
+generator's source.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.labels import UNLABELLED
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
-from distill.data.readers.image_files import SKIP_CORRUPT, SKIP_MISSING, IdentityFolder, SkipReport
-from distill.data.readers.stanford_dogs import breed_name, decode_images, read_split_list
+from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
+                                              SkipReport, image_size)
+from distill.data.readers.stanford_dogs import breed_name, read_split_list
+from distill.data.shards import ShardImages, read_pack
+from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
 from distill.data.synthetic import dogs as synthetic_dogs
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
-__all__ = ["ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
+__all__ = ["DATA_FORMATS", "ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
 
 _REPORT_PATHS = 20  # skipped paths listed in summary() per reason
+DATA_FORMATS = ("files", "litdata")  # data.format: image files (data.root), or shards (data.uri)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +55,18 @@ log = logging.getLogger(__name__)
 class SyntheticFineGrainedDataModule(ArrayDataModule):
     """Up to 120 dog "breeds"; labelled teacher_train, train (the student's) and test splits, balanced by class.
 
+    ``num_unlabelled`` more breed images join the student's split without their labels (``UNLABELLED``): the
+    teacher's soft targets teach on them, the labels' cross-entropy skips them.
+
     ``class_names`` names each breed by its four details, so the most-confused pairs in results.json read as such.
     """
 
     def __init__(self, num_classes: int = MAX_CLASSES, image_size: int = 32, num_teacher_train: int = 2400,
-                 num_train: int = 1200, num_test: int = 1200, **loader_args: Any) -> None:
+                 num_train: int = 1200, num_test: int = 1200, num_unlabelled: int = 0, **loader_args: Any) -> None:
         super().__init__(**loader_args)
+        if int(num_unlabelled) < 0:
+            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
+        self.num_unlabelled = int(num_unlabelled)
         if not 2 <= int(num_classes) <= MAX_CLASSES:
             raise ValueError(f"data.num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
         if int(image_size) < 16:
@@ -66,7 +85,7 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
 
     def fingerprint_parts(self) -> dict[str, Any]:
         return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
-                "seed": self.seed, "generator": source_digest(synthetic_dogs)}
+                "num_unlabelled": self.num_unlabelled, "seed": self.seed, "generator": source_digest(synthetic_dogs)}
 
     def build_splits(self) -> dict[str, Split]:
         splits = {}
@@ -75,35 +94,87 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
             labels = rng.permutation(np.arange(count) % self._num_classes).astype(np.int64)
             images = render_dogs(labels, self.image_size, seed=self.seed * 10 + offset)
             splits[name] = Split(images, labels)
+        if self.num_unlabelled:
+            offset = len(self.sizes)  # the labelled splits' images stay those of a run without unlabelled ones
+            rng = np.random.default_rng([self.seed, 1000 + offset])
+            hidden = rng.permutation(np.arange(self.num_unlabelled) % self._num_classes).astype(np.int64)
+            extra = render_dogs(hidden, self.image_size, seed=self.seed * 10 + offset)
+            train = splits["train"]
+            splits["train"] = Split(np.concatenate([train.images, extra]),
+                                    np.concatenate([train.targets, np.full_like(hidden, UNLABELLED)]))
         return splits
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size}
+        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size,
+                "unlabelled": self.num_unlabelled}
 
 
 class _DecodedFolderDataModule(ArrayDataModule):
-    """Shared machinery: decode each split's (path, label) list, keep the skip report, cap images per class."""
+    """Shared machinery: each split's (path, label) list (``list_splits``) as decoded images in memory, streamed
+    from the files or read from shards; the skip report; the per-class cap."""
 
     def __init__(self, image_size: int = 96, strict: bool = True, max_per_class: int | None = None,
-                 **loader_args: Any) -> None:
+                 in_memory: str | bool = "auto", format: str = "files", uri: str | os.PathLike | None = None,
+                 fast_decode: bool = False, **loader_args: Any) -> None:
         super().__init__(**loader_args)
         if int(image_size) < 1:
             raise ValueError(f"data.image_size must be positive, got {image_size}")
         if max_per_class is not None and int(max_per_class) < 1:
             raise ValueError(f"data.max_per_class must be positive or null, got {max_per_class}")
+        if format not in DATA_FORMATS:
+            raise ValueError(f"data.format must be one of {list(DATA_FORMATS)}, got {format!r}")
+        if format == "litdata" and not uri:
+            raise ValueError("data.format=litdata needs data.uri: the folder python -m distill.data.pack wrote")
         self.image_size = int(image_size)
         self.strict = bool(strict)
         self.max_per_class = None if max_per_class is None else int(max_per_class)
+        self.in_memory = in_memory_setting(in_memory)
+        self.format = format
+        self.uri = None if uri is None else str(uri)
+        self.fast_decode = bool(fast_decode)
         self.class_names: list[str] = []
+        self.kept_in_memory: bool | None = None
         self._skips = SkipReport()
+        self._skip_log: SkipLog | None = None
+        self._pack: dict[str, Any] | None = None
         self._files_key: dict[str, str] | None = None
 
+    # --- what a subclass provides -------------------------------------------------------------
+    def list_splits(self) -> dict[str, list[tuple[Path, int]]]:
+        """Each split's (path, label) list (before the per-class cap); sets ``class_names``."""
+        raise NotImplementedError
+
+    def file_parts(self) -> dict[str, Any]:
+        """What identifies the files and settings of ``format=files`` (see ``fingerprint_parts``)."""
+        raise NotImplementedError
+
+    # --- shared machinery -----------------------------------------------------------------------
     def files_parts(self, groups: dict[str, list[Path]]) -> dict[str, Any]:
         """Digests of each group of files (lists, each split's images after the per-class cap), by ``verify``;
         computed once per data module (a run reads its files once)."""
         if self._files_key is None:
             self._files_key = {name: files_fingerprint(paths, self.verify) for name, paths in groups.items()}
         return {"files": self._files_key, "verify": self.verify}
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """The files' parts; from shards, the parts of the files they were packed from (the same key, so fitted
+        teachers and teacher outputs are shared). JPEG draft decoding changes pixels: in the key when on."""
+        if self.format == "litdata":
+            return dict(self.pack()["fingerprint_parts"])
+        return {**self.file_parts(), **({"fast_decode": True} if self.fast_decode else {})}
+
+    def pack(self) -> dict[str, Any]:
+        """The ``distill_pack.json`` of ``data.uri`` (read once), checked against this module's settings."""
+        if self._pack is None:
+            meta, _ = read_pack(self.uri)
+            if meta.get("kind") != type(self).__name__:
+                raise ValueError(f"data.uri={self.uri} holds a packed {meta.get('kind')} data set, not "
+                                 f"{type(self).__name__}: use the data config it was packed with")
+            if int(meta.get("image_size", -1)) != self.image_size:
+                raise ValueError(f"data.image_size={self.image_size}, but the shards in data.uri={self.uri} hold "
+                                 f"{meta.get('image_size')} px images; pack again or set data.image_size to match")
+            self._pack = meta
+        return self._pack
 
     @property
     def num_classes(self) -> int:
@@ -121,31 +192,93 @@ class _DecodedFolderDataModule(ArrayDataModule):
                 capped.append((path, label))
         return capped
 
-    def _decode_split(self, name: str, samples: list[tuple[Path, int]]) -> Split:
-        samples = self._cap(samples)
-        if not samples:
-            raise ValueError(f"{type(self).__name__}: the '{name}' split has no images")
-        images, kept, skipped = decode_images([path for path, _ in samples], self.image_size, self.strict)
-        for path in skipped:
-            self._skips.add(SKIP_CORRUPT if path.is_file() else SKIP_MISSING, path)
-        if len(kept) == 0:
+    def _readable(self, name: str, samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+        """The samples whose image header reads (a cheap check: nothing is decoded). Strict: the first bad file
+        raises, naming it; otherwise bad files are left out and reported."""
+        kept = []
+        for path, label in samples:
+            try:
+                image_size(path)
+            except (CorruptImageError, FileNotFoundError):
+                if self.strict:
+                    raise
+                self._skips.add(SKIP_CORRUPT if path.is_file() else SKIP_MISSING, path)
+                continue
+            kept.append((path, label))
+        if not kept:
             raise ValueError(f"{type(self).__name__}: every image of the '{name}' split failed to decode "
-                             f"(first: {skipped[0]})")
-        labels = np.array([samples[i][1] for i in kept], dtype=np.int64)
-        return Split(images, labels)
+                             f"(first: {samples[0][0]})")
+        return kept
+
+    def build_splits(self) -> dict[str, Split]:
+        if self.format == "litdata":
+            return self._shard_splits()
+        listed = {name: self._cap(items) for name, items in self.list_splits().items()}
+        for name, items in listed.items():
+            if not items:
+                raise ValueError(f"{type(self).__name__}: the '{name}' split has no images")
+        total = sum(len(items) for items in listed.values())
+        self.kept_in_memory = keep_in_memory(self.in_memory, total, self.image_size)
+        if self.kept_in_memory and self.strict:
+            checked = listed  # decoding everything now names the first bad file
+        else:  # streamed, or bad files left out: the same files in memory and streamed
+            checked = {name: self._readable(name, items) for name, items in listed.items()}
+        self._skip_log = SkipLog()
+        weakref.finalize(self, self._skip_log.remove)
+        splits = {}
+        for name, items in checked.items():
+            labels = np.array([label for _, label in items], dtype=np.int64)
+            images = DecodedFiles([path for path, _ in items], self.image_size, labels=labels, strict=self.strict,
+                                  draft=self.fast_decode, skip_log=self._skip_log)
+            splits[name] = Split(materialise(images, f"{name} images") if self.kept_in_memory else images, labels)
+        return splits
+
+    def _shard_splits(self) -> dict[str, Split]:
+        meta = self.pack()
+        _, targets = read_pack(self.uri)
+        self.class_names = list(meta.get("class_names", []))
+        sizes = {name: int(count) for name, count in meta["splits"].items()}
+        self.kept_in_memory = keep_in_memory(self.in_memory, sum(sizes.values()), self.image_size)
+        splits = {}
+        for name, count in sizes.items():
+            images = ShardImages(Path(self.uri).expanduser() / name, self.image_size, count)
+            splits[name] = Split(materialise(images, f"{name} images") if self.kept_in_memory else images,
+                                 targets.get(name))
+        return splits
+
+    def skip_report(self) -> SkipReport:
+        """Files left out when listing, images replaced while decoding (also in workers), and, from shards, what
+        was skipped when packing."""
+        report = SkipReport()
+        if self.format == "litdata":
+            for reason, paths in self.pack().get("skipped", {}).items():
+                for path in paths:
+                    report.add(reason, path)
+        report.update(self._skips)
+        if self._skip_log is not None:
+            for path in self._skip_log.paths():
+                report.add(SKIP_CORRUPT, path)
+        return report
 
     def setup(self, stage: str | None = None) -> None:
         fresh = self._splits is None
         super().setup(stage)
         if fresh:
-            self._skips.log(log, f"{type(self).__name__} (data.root={self.root})")
+            where = f"data.uri={self.uri}" if self.format == "litdata" else f"data.root={self.root}"
+            self.skip_report().log(log, f"{type(self).__name__} ({where})")
 
     def summary(self) -> dict[str, Any]:
-        """Split sizes, class count and the skipped files by reason (``{"not an image": [...], "corrupt": [...]}``,
-        the first paths of each) with their counts."""
+        """Split sizes, class count, where the images come from, and the skipped files by reason
+        (``{"not an image": [...], "corrupt": [...]}``, the first paths of each) with their counts."""
         self.setup()
+        skipped = self.skip_report()
+        counts = skipped.counts()
+        if self.format == "litdata":  # the pack lists the first paths of each reason; its counts are complete
+            for reason, count in self.pack().get("skipped_counts", {}).items():
+                counts[reason] = counts.get(reason, 0) - len(self.pack()["skipped"].get(reason, [])) + int(count)
         return {**super().summary(), "classes": len(self.class_names), "strict": self.strict,
-                "skipped": self._skips.as_dict(_REPORT_PATHS), "skipped_counts": self._skips.counts()}
+                "format": self.format, "in_memory": self.kept_in_memory,
+                "skipped": skipped.as_dict(_REPORT_PATHS), "skipped_counts": counts}
 
 
 class StanfordDogsDataModule(_DecodedFolderDataModule):
@@ -154,11 +287,11 @@ class StanfordDogsDataModule(_DecodedFolderDataModule):
     def __init__(self, root: str | os.PathLike | None = None, images_dir: str = "Images",
                  train_list: str = "train_list.mat", test_list: str = "test_list.mat", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if root is None:
+        if root is None and self.format == "files":
             raise ValueError("data.root is required: the Stanford Dogs folder holding Images/, train_list.mat "
                              "and test_list.mat (python -m distill recipe=dogs data=stanford_dogs data.root=...)")
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
+        self.root = Path(root if root is not None else ".").expanduser()
+        if self.format == "files" and not self.root.is_dir():
             raise FileNotFoundError(f"data.root={self.root} is not a folder (expected Stanford Dogs' Images/, "
                                     f"train_list.mat and test_list.mat inside)")
         self.images_dir = self.root / images_dir
@@ -171,7 +304,7 @@ class StanfordDogsDataModule(_DecodedFolderDataModule):
             self._entries = {name: read_split_list(path) for name, path in self.list_files.items()}
         return self._entries
 
-    def fingerprint_parts(self) -> dict[str, Any]:
+    def file_parts(self) -> dict[str, Any]:
         groups = {"lists": list(self.list_files.values())}
         for name, items in self.entries().items():
             groups[name] = [path for path, _ in self._cap([(self.images_dir / rel, label) for rel, label in items])]
@@ -179,7 +312,7 @@ class StanfordDogsDataModule(_DecodedFolderDataModule):
                 "image_size": self.image_size, "strict": self.strict, "max_per_class": self.max_per_class,
                 **self.files_parts(groups)}
 
-    def build_splits(self) -> dict[str, Split]:
+    def list_splits(self) -> dict[str, list[tuple[Path, int]]]:
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"Stanford Dogs images folder not found: {self.images_dir}")
         entries = self.entries()
@@ -193,8 +326,7 @@ class StanfordDogsDataModule(_DecodedFolderDataModule):
         num_classes = max(folders) + 1
         self.class_names = [breed_name(folders[label]) if label in folders else f"class {label}"
                             for label in range(num_classes)]
-        return {name: self._decode_split(name, [(self.images_dir / rel, label) for rel, label in items])
-                for name, items in entries.items()}
+        return {name: [(self.images_dir / rel, label) for rel, label in items] for name, items in entries.items()}
 
 
 class ImageFolderDataModule(_DecodedFolderDataModule):
@@ -204,26 +336,26 @@ class ImageFolderDataModule(_DecodedFolderDataModule):
     def __init__(self, root: str | os.PathLike | None = None, test_root: str | os.PathLike | None = None,
                  test_fraction: float = 0.2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if root is None:
+        if root is None and self.format == "files":
             raise ValueError("data.root is required: a folder with one sub-folder of images per class")
         if test_root is None and not 0.0 < float(test_fraction) < 1.0:
             raise ValueError(f"data.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
-        self.root = Path(root).expanduser()
+        self.root = Path(root if root is not None else ".").expanduser()
         self.test_root = None if test_root is None else Path(test_root).expanduser()
         self.test_fraction = float(test_fraction)
         self._samples: tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]] | None = None
 
-    def fingerprint_parts(self) -> dict[str, Any]:
+    def file_parts(self) -> dict[str, Any]:
         _, train, test = self.samples()
         groups = {name: [path for path, _ in self._cap(items)] for name, items in (("train", train), ("test", test))}
         return {"root": str(self.root.resolve()), "test_root": str(self.test_root) if self.test_root else None,
                 "test_fraction": self.test_fraction, "image_size": self.image_size, "strict": self.strict,
                 "max_per_class": self.max_per_class, **self.files_parts(groups)}
 
-    def build_splits(self) -> dict[str, Split]:
+    def list_splits(self) -> dict[str, list[tuple[Path, int]]]:
         class_names, train, test = self.samples()
         self.class_names = list(class_names)
-        return {"train": self._decode_split("train", train), "test": self._decode_split("test", test)}
+        return {"train": train, "test": test}
 
     def samples(self) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
         """(class names, train (path, label) list, test list) from the folders (listed once)."""

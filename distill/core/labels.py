@@ -1,0 +1,12 @@
+"""The class label that marks an image without one.
+
+A classification student may train on more images than are labelled: the teacher's soft targets need no labels.
+Such images carry ``UNLABELLED`` as their class; the cross-entropy on labels skips them, and losses that need a
+class per image (e.g. DKD) take the teacher's top class instead.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UNLABELLED"]
+
+UNLABELLED = -1

@@ -1,0 +1,57 @@
+"""Student images without labels: the labels' cross-entropy skips them, DKD takes the teacher's class, and the
+synthetic dogs add them to the student's split only."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.core.labels import UNLABELLED
+from distill.data.modules.fine_grained import SyntheticFineGrainedDataModule
+from distill.losses.logits import DKDLoss
+from distill.tasks.classification import ClassificationTask
+
+
+def test_cross_entropy_skips_unlabelled_images():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [9.0, -9.0, 0.0]])
+    target = torch.tensor([0, UNLABELLED, 2])
+    loss = ClassificationTask().ground_truth_loss(logits, target)
+    by_hand = (-F.log_softmax(logits[0], 0)[0] - F.log_softmax(logits[2], 0)[2]) / 2
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_cross_entropy_of_an_unlabelled_batch_is_zero_with_a_gradient():
+    logits = torch.randn(4, 3, requires_grad=True)
+    loss = ClassificationTask().ground_truth_loss(logits, torch.full((4,), UNLABELLED))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and torch.count_nonzero(logits.grad) == 0
+
+
+def test_dkd_takes_the_teachers_class_for_unlabelled_images():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, 4), torch.randn(5, 4)
+    labels = torch.tensor([1, 0, 3, 2, 1])
+    target = labels.clone()
+    target[[1, 3]] = UNLABELLED
+    filled = labels.clone()
+    filled[[1, 3]] = teacher.argmax(1)[[1, 3]]
+    loss = DKDLoss()
+    assert loss(student, teacher, target).item() == pytest.approx(loss(student, teacher, filled).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="must lie in"):
+        loss(student, teacher, torch.tensor([1, 0, -2, 2, 1]))
+
+
+def test_synthetic_dogs_add_unlabelled_images_to_the_students_split_only():
+    sizes = dict(num_classes=4, image_size=16, num_teacher_train=8, num_train=8, num_test=8, seed=3)
+    plain = SyntheticFineGrainedDataModule(**sizes)
+    more = SyntheticFineGrainedDataModule(num_unlabelled=12, **sizes)
+    train = more.split("train")
+    assert len(train) == 20
+    assert np.array_equal(train.targets[:8], plain.split("train").targets)
+    assert (train.targets[8:] == UNLABELLED).all()
+    assert np.array_equal(train.images[:8], plain.split("train").images)
+    for name in ("teacher_train", "test"):
+        assert np.array_equal(more.split(name).images, plain.split(name).images)
+    assert more.fingerprint() != plain.fingerprint()
+    with pytest.raises(ValueError, match="num_unlabelled"):
+        SyntheticFineGrainedDataModule(num_unlabelled=-1, **sizes)
