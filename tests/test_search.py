@@ -1,0 +1,161 @@
+"""python -m distill.search: the budget filter against distill.cost's counts, resuming from the storage, seeded
+trials, the bad-budget refusals, and a 3-trial search end to end on the tiny smoke recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from distill.cost import profile
+from distill.engine.search import BudgetError, run_search
+from distill.models import create_student
+from distill.report import main as report_main
+
+from conftest import TINY_SMOKE
+
+
+def _cfg(tmp_path, *extra: str):
+    with initialize_config_module(config_module="distill.conf", version_base="1.3"):
+        return compose(config_name="search", overrides=TINY_SMOKE + [f"cache.dir={tmp_path / 'cache'}",
+                                                                     "search.epochs=1", *extra])
+
+
+def _mult_adds(width: float, resolution: int) -> int:
+    """The smoke student's mult-adds as ``python -m distill.cost`` counts them (ten classes)."""
+    return profile(create_student("mobilenet_v1", width_multiplier=width, num_classes=10),
+                   (3, resolution, resolution)).mult_adds
+
+
+class FakeTrainer:
+    """Stands in for a distillation run: a metric that grows with the student's size, and a record of the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, cfg, run_dir):
+        width, resolution = float(cfg.student.width_multiplier), int(cfg.data.resolution)
+        self.calls.append((width, resolution, int(cfg.trainer.max_epochs)))
+        return {"primary_metric": "top1", "student": {"metrics": {"top1": round(width * resolution / 32, 6)}},
+                "teacher": {"metrics": {"top1": 0.9}}}
+
+
+def _trials(summary, state=None):
+    return [t for t in summary["trials"] if state is None or t["state"] == state]
+
+
+def test_budget_filter_rejects_exactly_the_students_over_the_mult_adds_budget(tmp_path):
+    budget = _mult_adds(0.5, 24)
+    train = FakeTrainer()
+    summary = run_search(_cfg(tmp_path, f"budget.mult_adds={budget}", "search.trials=4", "search.retrain=false"),
+                         search_dir=tmp_path / "search", train=train)
+    trained, rejected = _trials(summary, "complete"), _trials(summary, "infeasible")
+    assert len(trained) == 4 and rejected, "seed 0 draws students on both sides of the budget"
+    for trial in summary["trials"]:
+        width, resolution = trial["params"]["width"], trial["params"]["resolution"]
+        assert trial["cost"]["mult_adds"] == _mult_adds(width, resolution)
+        assert resolution % 8 == 0 and (width / 0.0625) == int(width / 0.0625)
+    assert all(t["cost"]["mult_adds"] <= budget for t in trained)
+    assert all(t["cost"]["mult_adds"] > budget and t["infeasible"]["mult_adds"]["limit"] == budget
+               for t in rejected)
+    # only the students within budget were trained, each for search.epochs
+    assert sorted(train.calls) == sorted((t["params"]["width"], t["params"]["resolution"], 1) for t in trained)
+    assert summary["smallest"]["mult_adds"] == _mult_adds(0.25, 16)
+    chosen = summary["chosen"]
+    assert chosen["metric"] == max(t["metric"] for t in trained)
+    written = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert written["chosen"]["number"] == chosen["number"]
+
+
+def test_a_resumed_search_keeps_its_trials_and_draws_what_an_uninterrupted_one_would(tmp_path):
+    settings = ["budget.mult_adds=5000000", "search.retrain=false"]
+    first = run_search(_cfg(tmp_path, *settings, "search.trials=2"), search_dir=tmp_path / "a", train=FakeTrainer())
+    resumed_train = FakeTrainer()
+    resumed = run_search(_cfg(tmp_path, *settings, "search.trials=3"), search_dir=tmp_path / "a",
+                         train=resumed_train)
+    assert len(_trials(resumed, "complete")) == 3
+    done_before = _trials(first, "complete")
+    assert [(t["params"], t["metric"]) for t in _trials(resumed, "complete")[:2]] == \
+        [(t["params"], t["metric"]) for t in done_before]
+    assert len(resumed_train.calls) <= 1  # only the third trial (none when it repeats an earlier candidate)
+    straight = run_search(_cfg(tmp_path, *settings, "search.trials=3"), search_dir=tmp_path / "b",
+                          train=FakeTrainer())
+    assert [t["params"] for t in straight["trials"]] == [t["params"] for t in resumed["trials"]]
+
+
+def test_a_study_is_not_resumed_with_other_settings(tmp_path):
+    run_search(_cfg(tmp_path, "budget.mult_adds=5000000", "search.trials=1", "search.retrain=false"),
+               search_dir=tmp_path / "s", train=FakeTrainer())
+    with pytest.raises(ValueError, match="other settings"):
+        run_search(_cfg(tmp_path, "budget.mult_adds=4000000", "search.trials=2", "search.retrain=false"),
+                   search_dir=tmp_path / "s", train=FakeTrainer())
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path):
+    summary = run_search(_cfg(tmp_path, "search.objectives=[metric,mult_adds]", "search.trials=4",
+                              "search.retrain=false"), search_dir=tmp_path / "s", train=FakeTrainer())
+    front = json.loads((tmp_path / "s" / "front.json").read_text())["front"]
+    assert front and [t["number"] for t in front] == [t["number"] for t in summary["front"]]
+    trained = _trials(summary, "complete")
+    for member in front:  # no trained trial is at least as good on both objectives and better on one
+        metric, cost = member["values"]
+        assert not any(t["values"][0] >= metric and t["values"][1] <= cost and t["values"] != member["values"]
+                       for t in trained)
+    assert (tmp_path / "s" / "front.png").is_file()
+
+
+@pytest.mark.parametrize("budget,match", [
+    ("budget.mult_adds=-5", "budget.mult_adds must be > 0"),
+    ("budget.latency_ms=0", "budget.latency_ms must be > 0"),
+    ("budget.runtime=tflite", "budget.runtime must be one of"),
+])
+def test_a_malformed_budget_is_refused_before_anything(tmp_path, budget, match):
+    train = FakeTrainer()
+    with pytest.raises(ValueError, match=match):
+        run_search(_cfg(tmp_path, budget), search_dir=tmp_path / "s", train=train)
+    assert train.calls == [] and not (tmp_path / "s").exists()
+
+
+def test_no_budget_for_one_objective_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no budget"):
+        run_search(_cfg(tmp_path), search_dir=tmp_path / "s", train=FakeTrainer())
+
+
+def test_a_budget_below_the_smallest_student_names_the_smallest_feasible_one(tmp_path):
+    train = FakeTrainer()
+    smallest = _mult_adds(0.25, 16)
+    with pytest.raises(BudgetError, match=f"smallest feasible budget.mult_adds is {smallest}"):
+        run_search(_cfg(tmp_path, f"budget.mult_adds={smallest - 1}"), search_dir=tmp_path / "s", train=train)
+    with pytest.raises(BudgetError, match=r"smallest feasible budget.latency_ms is \d+\.\d+"):
+        run_search(_cfg(tmp_path, "budget.latency_ms=0.000001", "budget.runtime=torch", "search.latency_runs=3"),
+                   search_dir=tmp_path / "s", train=train)
+    assert train.calls == [] and not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_three_trial_search_end_to_end_on_the_smoke_recipe(tmp_path):
+    budget = _mult_adds(0.5, 24)
+    summary = run_search(_cfg(tmp_path, f"budget.mult_adds={budget}", "search.trials=3", "trainer.max_epochs=1",
+                              "search.space.width=[0.25,0.75]"), search_dir=tmp_path / "s")
+    folder = tmp_path / "s"
+    trained = _trials(summary, "complete")
+    assert len(trained) == 3
+    for trial in trained:  # every trained trial is an ordinary run folder
+        results = json.loads((folder / trial["run_dir"] / "results.json").read_text())
+        assert results["student"]["metrics"]["top1"] == trial["metric"]
+        assert results["student"]["width_multiplier"] == trial["params"]["width"]
+        assert results["student"]["resolution"] == trial["params"]["resolution"]
+        assert results["config"]["trainer"]["max_epochs"] == 1
+        assert results["student"]["mult_adds"] == trial["cost"]["mult_adds"] <= budget
+        assert results["teacher"]["resolution"] == 32  # pinned: one fitted teacher and one output cache
+    best = json.loads((folder / "best" / "results.json").read_text())
+    assert best["search"]["chosen"]["number"] == summary["chosen"]["number"]
+    assert best["search"]["budget"]["mult_adds"] == budget
+    assert len(best["search"]["trials"]) == len(summary["trials"])
+    assert best["student"]["width_multiplier"] == summary["chosen"]["params"]["width"]
+    assert (folder / "best" / "student.ckpt").is_file()
+    for name in ("search.json", "front.json", "front.png", "study.db"):
+        assert (folder / name).is_file()
+    assert report_main([str(folder), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "pareto.png").is_file()
