@@ -137,17 +137,21 @@ class IdentityFolder:
         return f"IdentityFolder({str(self.root)!r}: {len(self.classes)} identities, {len(self.samples)} images)"
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image:
     """Open and fully decode ``path`` (``Image.open`` alone reads only the header): upright by its EXIF orientation,
     RGB (``distill.core.images.to_rgb``); a multi-frame file (GIF, TIFF) gives its first frame.
 
-    Raises FileNotFoundError or ``CorruptImageError`` naming the file.
+    ``draft``: a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale whose sides are still >= ``draft`` pixels
+    (Pillow's ``draft``: the DCT does the downscaling, several times faster for large photos, slightly different
+    pixels); other formats ignore it. Raises FileNotFoundError or ``CorruptImageError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (int(draft), int(draft)))
             img.load()
             return to_rgb(upright(img))
     except _DECODE_ERRORS as exc:
@@ -174,12 +178,16 @@ def image_size(path: str | os.PathLike) -> tuple[int, int, int]:
     return width, height, turn
 
 
-def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of ``open_image``; with ``size``, centre-cropped to a square and resized (bilinear)."""
-    img = open_image(path)
+def load_image(path: str | os.PathLike, size: int | None = None, draft: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of ``open_image``; with ``size``, centre-cropped to a square and resized (bilinear).
+
+    ``draft`` (with ``size``): JPEGs decoded at a reduced scale still >= ``size`` (``open_image``), then the same
+    crop and resize. Every path that decodes one data set must decode it the same way: the setting changes pixels.
+    """
+    if size is not None and int(size) < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    img = open_image(path, draft=int(size) if draft and size is not None else None)
     if size is not None:
-        if int(size) < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
         w, h = img.size
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2

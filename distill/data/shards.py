@@ -1,0 +1,151 @@
+"""A data set's decoded images in LitData shards: written once (``python -m distill.data.pack``), read by index.
+
+Layout of a packed data set (a folder):
+
+    distill_pack.json   what was packed: the data module's kind and key parts (the data's fingerprint, so fitted
+                        teachers and teacher outputs are shared with the file path), image size, class names,
+                        split sizes, files skipped while packing
+    targets.npz         each labelled split's targets
+    <split>/            LitData shards (``litdata.optimize``): items {"index", "image": (S, S, 3) uint8}, in order
+
+The shards are read by index through ``litdata.StreamingDataset.__getitem__``, never by iterating it. LitData's
+own iteration shuffles by its own seed and splits chunks between ranks and workers by its own rules, and resumes
+from its own state: a sample's position would depend on the world size and the worker count, which breaks what the
+teacher-output cache and an exact resume rest on (the augmentation is a function of (seed, view, index), and
+``distill.data.views.ViewSampler`` decides which rank trains on which index, in which order, and where a resumed
+epoch continues). Random access keeps our samplers, so a batch from shards equals the batch from files.
+Pixels are stored losslessly, exactly as decoded from the files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+try:  # the optional [data] extra: only packing and format=litdata need it
+    from litdata import StreamingDataset, optimize
+except ImportError:
+    StreamingDataset = optimize = None
+
+from distill.core.io import atomic_write, atomic_write_json
+
+__all__ = ["PACK_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "write_pack"]
+
+PACK_FILE = "distill_pack.json"
+TARGETS_FILE = "targets.npz"
+PACK_VERSION = 1
+# fork starts litdata's writer processes in a moment (spawn imports torch again in each); spawn where fork is missing
+_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class ShardImages:
+    """One packed split's images, indexable like a (N, S, S, 3) uint8 array. The LitData reader is opened on first
+    use in each process (a DataLoader worker opens its own; the opened reader is never pickled)."""
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, folder: str | os.PathLike, size: int, count: int) -> None:
+        self.folder = str(folder)
+        self.size = int(size)
+        self.count = int(count)
+        self._reader: Any = None  # a litdata.StreamingDataset once opened
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.count, self.size, self.size, 3
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_reader": None}
+
+    def _open(self) -> Any:
+        if self._reader is None:
+            require_litdata("data.format=litdata")
+            reader = StreamingDataset(self.folder)
+            if len(reader) != self.count:
+                raise ValueError(f"{self.folder}: {len(reader)} images in the shards, {self.count} in {PACK_FILE}")
+            self._reader = reader
+        return self._reader
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        index = int(index)
+        if not 0 <= index < self.count:
+            raise IndexError(f"image index {index} out of range for {self.count} images in {self.folder}")
+        item = self._open()[index]
+        image = np.array(item["image"])  # a copy: the reader hands out read-only views of its chunk
+        if int(item["index"]) != index or image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"{self.folder}: item {index} holds index {item['index']}, {image.dtype} "
+                             f"{image.shape}; expected index {index}, uint8 {(self.size, self.size, 3)} "
+                             f"(shards written by python -m distill.data.pack, in order)")
+        return image
+
+
+def require_litdata(what: str) -> None:
+    """A clear error when LitData is not installed."""
+    if optimize is None:
+        raise ImportError(f"{what} needs LitData: pip install 'distill[data]' (or pip install litdata)")
+
+
+def _pack_item(images: Any, index: int) -> dict[str, Any]:
+    return {"index": int(index), "image": np.ascontiguousarray(images[index], dtype=np.uint8)}
+
+
+def write_pack(out: str | os.PathLike, splits: dict[str, Any], meta: Callable[[], dict[str, Any]], *,
+               num_workers: int = 1, chunk_bytes: str = "64MB", verbose: bool = True) -> Path:
+    """Write each split's images (any (N, S, S, 3) uint8 source: an array, ``DecodedFiles``) as LitData shards
+    under ``out/<split>``, the targets to ``targets.npz``, then ``meta()`` (asked for once the images are written,
+    so it can report what decoding met) with the split sizes to ``distill_pack.json``, last: a folder without it is
+    an unfinished pack."""
+    require_litdata("python -m distill.data.pack")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new or empty folder for the shards")
+    out.mkdir(parents=True, exist_ok=True)
+    targets = {}
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    try:
+        for name, split in splits.items():
+            optimize(fn=functools.partial(_pack_item, split.images), inputs=list(range(len(split.images))),
+                     output_dir=str(out / name), chunk_bytes=chunk_bytes, num_workers=max(1, int(num_workers)),
+                     verbose=verbose, start_method=_START_METHOD)
+            if split.targets is not None:
+                targets[name] = np.asarray(split.targets)
+    finally:  # litdata.optimize sets the process-wide start method (to spawn): DataLoaders after it keep theirs
+        multiprocessing.set_start_method(start_method, force=True)
+
+    def write_targets(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **targets)
+
+    atomic_write(out / TARGETS_FILE, write_targets)
+    sizes = {name: len(split.images) for name, split in splits.items()}
+    atomic_write_json(out / PACK_FILE, {"version": PACK_VERSION, **meta(), "splits": sizes})
+    return out
+
+
+def read_pack(uri: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(``distill_pack.json`` content, targets by split) of a packed data set; clear errors for anything else."""
+    folder = Path(uri).expanduser()
+    path = folder / PACK_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"data.uri={uri}: no {PACK_FILE} there (a folder written by python -m "
+                                f"distill.data.pack <data overrides> <out dir>)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not readable JSON ({error})") from error
+    if not isinstance(meta, dict) or meta.get("version") != PACK_VERSION:
+        raise ValueError(f"{path}: expected a distill pack of version {PACK_VERSION}, got "
+                         f"{meta.get('version') if isinstance(meta, dict) else type(meta).__name__}")
+    with np.load(folder / TARGETS_FILE, allow_pickle=False) as stored:
+        targets = {name: stored[name] for name in stored.files}
+    return meta, targets
