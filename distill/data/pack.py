@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from distill.data.modules.fine_grained import ImageFolderDataModule, StanfordDogsDataModule
 from distill.data.shards import write_pack
@@ -33,11 +33,13 @@ def pack(overrides: list[str], out: str | Path, *, workers: int = 1, chunk_bytes
     """Decode the data set the ``overrides`` configure and write its splits as shards under ``out``."""
     with initialize_config_module(config_module="distill.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
-    datamodule = instantiate(cfg.data, in_memory=False, format="files")
-    if not isinstance(datamodule, PACKABLE):
-        names = ", ".join(kind.__name__ for kind in PACKABLE)
-        raise ValueError(f"data={cfg.data.get('_target_')} cannot be packed; packable data modules: {names} "
+    target = cfg.data.get("_target_")
+    kind = get_class(target) if target else None
+    if kind is None or not issubclass(kind, PACKABLE):
+        names = ", ".join(packable.__name__ for packable in PACKABLE)
+        raise ValueError(f"data._target_={target} cannot be packed; packable data modules: {names} "
                          f"(data=image_folder, data=stanford_dogs)")
+    datamodule = instantiate(cfg.data, in_memory=False, format="files")  # decoded one image at a time
     datamodule.setup()
 
     def meta() -> dict:

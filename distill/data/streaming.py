@@ -124,7 +124,8 @@ class DecodedFiles:
         return self._replacement(index)
 
     def _decode(self, index: int) -> np.ndarray:
-        return load_image(self.paths[index], self.size, draft=self.draft)
+        image = load_image(self.paths[index], self.size, draft=self.draft)
+        return image if image.flags.writeable else image.copy()  # Pillow's buffer is read-only; torch wants to own
 
     def _replacement(self, index: int) -> np.ndarray:
         """The next file (wrapping) with the same label that decodes; every failed one is logged."""

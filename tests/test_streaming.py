@@ -1,0 +1,213 @@
+"""Real images at scale: decoded in memory, streamed from the files in DataLoader workers, or read from LitData
+shards, the batches of one (seed, view, index) are the same; bad images met while streaming are named or replaced
+and counted; shards round-trip what was packed and are read by rank without overlap; a resumed epoch continues."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.data.modules.fine_grained import ImageFolderDataModule
+from distill.data.pack import main as pack_main
+from distill.data.pack import pack
+from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.shards import PACK_FILE, ShardImages, read_pack
+from distill.data.streaming import (IN_MEMORY_AUTO_BYTES, DecodedFiles, PathTable, in_memory_setting,
+                                    keep_in_memory)
+from distill.data.views import ViewSampler
+
+pytest.importorskip("litdata")
+
+SIZES = dict(image_size=20, resolution=16, batch_size=4, eval_batch_size=5, seed=3)
+
+
+def _photo(path, seed, height, width, fmt="JPEG"):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three classes of JPEG and PNG photos of different sizes (landscape and portrait)."""
+    root = tmp_path / "photos"
+    for label, name in enumerate(("heron", "ibis", "stork")):
+        for i in range(6):
+            fmt = "PNG" if i % 3 == 2 else "JPEG"
+            _photo(root / name / f"{i}.{fmt.lower()}", 10 * label + i, 30 + 3 * i, 44 - 2 * i, fmt)
+    return root
+
+
+def _module(root, **options):
+    return ImageFolderDataModule(root=root, **{**SIZES, **options})
+
+
+def _train_batches(dm, epoch, workers=0):
+    dm.num_workers = workers
+    dm.teacher_resolution = 24  # the teacher's copy of each crop is served too
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def _assert_same(first, second):
+    assert len(first) == len(second)
+    for one, other in zip(first, second):
+        assert one.keys() == other.keys()
+        for key in one:
+            assert torch.equal(one[key], other[key]), key
+
+
+def _packed(root, tmp_path, *extra):
+    out = tmp_path / "packed"
+    pack(["data=image_folder", f"data.root={root}", f"data.image_size={SIZES['image_size']}", *extra], out,
+         verbose=False)
+    return out
+
+
+def test_memory_files_and_shards_give_the_same_batches(folder, tmp_path):
+    memory = _module(folder, in_memory=True)
+    files = _module(folder, in_memory=False)
+    shards = _module(None, format="litdata", uri=_packed(folder, tmp_path), in_memory=False)
+    memory.setup()
+    files.setup()
+    assert isinstance(memory.split("train").images, np.ndarray)
+    assert isinstance(files.split("train").images, DecodedFiles)
+    assert isinstance(shards.split("train").images, ShardImages)
+    for epoch in (0, 1):  # views 0 and 1
+        expected = _train_batches(memory, epoch)
+        _assert_same(expected, _train_batches(files, epoch, workers=2))
+        _assert_same(expected, _train_batches(shards, epoch, workers=2))
+    for dm in (files, shards):
+        _assert_same(list(memory.eval_dataloader("test")), list(dm.eval_dataloader("test")))
+        _assert_same(list(memory.view_dataloader(1)), list(dm.view_dataloader(1)))
+        _assert_same(list(memory.teacher_train_dataloader()), list(dm.teacher_train_dataloader()))
+    # one key for the three: fitted teachers and teacher outputs are shared
+    assert memory.fingerprint() == files.fingerprint() == shards.fingerprint()
+    assert shards.class_names == memory.class_names == ["heron", "ibis", "stork"]
+    assert [memory.summary()["in_memory"], files.summary()["in_memory"]] == [True, False]
+    assert shards.summary()["format"] == "litdata" and shards.summary()["splits"] == memory.summary()["splits"]
+
+
+def test_in_memory_auto_goes_by_the_decoded_size(folder):
+    assert in_memory_setting("auto") == "auto" and in_memory_setting("false") is False and in_memory_setting(True)
+    with pytest.raises(ValueError, match="data.in_memory must be auto, true or false"):
+        in_memory_setting("sometimes")
+    limit_images = IN_MEMORY_AUTO_BYTES // (256 * 256 * 3)
+    assert keep_in_memory("auto", limit_images - 1, 256) and not keep_in_memory("auto", limit_images + 1, 256)
+    assert keep_in_memory(True, 10**9, 256) and not keep_in_memory(False, 1, 8)
+    assert _module(folder).summary()["in_memory"] is True  # 18 small images
+    assert _module(folder, image_size=4000).summary()["in_memory"] is False  # 18 x 48 MB decoded
+
+
+def test_path_table_round_trips_paths(tmp_path):
+    paths = [tmp_path / "a b" / "ü.jpg", tmp_path / "c.png", tmp_path / "d" / "e" / "f.JPG"]
+    table = PathTable(paths)
+    assert len(table) == 3 and [table[i] for i in range(3)] == paths
+
+
+def _cut_pixels(path):
+    """Keep the header, drop most of the pixel data: the header check passes, decoding fails."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptImageError):
+        load_image(path)
+    return path
+
+
+def test_a_corrupt_image_met_while_streaming_is_named(folder):
+    bad = _cut_pixels(folder / "ibis" / "0.jpeg")
+    dm = _module(folder, in_memory=False)
+    dm.setup()  # the header reads: found only when a worker decodes it
+    with pytest.raises(CorruptImageError, match="ibis/0.jpeg"):
+        _train_batches(dm, 0, workers=1)
+    with pytest.raises(CorruptImageError, match="ibis/0.jpeg"):  # in memory: at set-up
+        _module(folder, in_memory=True).setup()
+    assert bad.exists()
+
+
+def test_strict_false_replaces_and_counts_a_corrupt_image_the_same_way_in_every_path(folder, tmp_path):
+    bad = _cut_pixels(folder / "ibis" / "0.jpeg")
+    unreadable = folder / "stork" / "1.jpeg"
+    unreadable.write_bytes(b"\xff\xd8\xff\xe0 not a photo")  # the header does not read: left out at listing
+    memory = _module(folder, in_memory=True, strict=False)
+    files = _module(folder, in_memory=False, strict=False)
+    for dm in (memory, files):
+        assert dm.summary()["splits"] == {"train": 14, "test": 3}  # 18 photos, one left out
+    _assert_same(_train_batches(memory, 0), _train_batches(files, 0, workers=2))
+    for dm in (memory, files):  # the replaced image is counted once, also when workers met it
+        summary = dm.summary()
+        assert summary["skipped"]["corrupt"] == [str(unreadable), str(bad)]
+        assert summary["skipped_counts"] == {"corrupt": 2}
+        json.dumps(summary)
+    # the replacement is the next image of the same class that decodes
+    index = [str(path) for path in _listed(files)].index(str(bad))
+    np.testing.assert_array_equal(memory.split("train").images[index], memory.split("train").images[index + 1])
+    assert memory.split("train").targets[index] == memory.split("train").targets[index + 1]
+    # packed with strict=false, the shards carry the same pixels and the same report
+    shards = _module(None, format="litdata", uri=_packed(folder, tmp_path, "data.strict=false"), strict=False)
+    np.testing.assert_array_equal(shards.split("train").images, memory.split("train").images)
+    assert shards.summary()["skipped_counts"] == {"corrupt": 2}
+
+
+def _listed(dm):
+    images = dm.split("train").images
+    return [images.paths[i] for i in range(len(images))]
+
+
+def test_litdata_round_trip_and_its_errors(folder, tmp_path):
+    out = tmp_path / "packed"
+    assert pack_main(["data=image_folder", f"data.root={folder}", "data.image_size=20", "data.max_per_class=4",
+                      str(out)]) == 0
+    meta, targets = read_pack(out)
+    assert meta["kind"] == "ImageFolderDataModule" and meta["splits"] == {"train": 12, "test": 3}
+    reference = _module(folder, max_per_class=4, in_memory=True)
+    for name in ("train", "test"):
+        shard = ShardImages(out / name, 20, meta["splits"][name])
+        np.testing.assert_array_equal(np.stack([shard[i] for i in range(len(shard))]), reference.split(name).images)
+        np.testing.assert_array_equal(targets[name], reference.split(name).targets)
+    in_memory = _module(None, format="litdata", uri=out, max_per_class=4, in_memory=True)
+    np.testing.assert_array_equal(in_memory.split("train").images, reference.split("train").images)
+    assert in_memory.fingerprint() == reference.fingerprint()
+
+    with pytest.raises(ValueError, match="data.image_size=32.*20 px"):
+        _module(None, format="litdata", uri=out, image_size=32).setup()
+    with pytest.raises(FileNotFoundError, match=PACK_FILE):
+        _module(None, format="litdata", uri=tmp_path).setup()
+    with pytest.raises(ValueError, match="needs data.uri"):
+        _module(None, format="litdata")
+    with pytest.raises(ValueError, match="data.format must be one of"):
+        _module(folder, format="tar")
+    with pytest.raises(FileExistsError, match="not empty"):
+        pack(["data=image_folder", f"data.root={folder}"], out, verbose=False)
+    with pytest.raises(ValueError, match="cannot be packed"):
+        pack(["data=synthetic_shapes"], tmp_path / "shapes", verbose=False)
+    with pytest.raises(IndexError, match="out of range"):
+        ShardImages(out / "train", 20, 12)[12]
+
+
+def test_ranks_read_disjoint_shards_covering_the_data(folder, tmp_path):
+    dm = _module(None, format="litdata", uri=_packed(folder, tmp_path, "data.max_per_class=4"), max_per_class=4,
+                 in_memory=False)
+    dataset = dm.dataset("train")
+    seen = []
+    for rank in range(2):
+        sampler = ViewSampler(len(dataset), 2, seed=3, rank=rank, world_size=2)
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=1)
+        seen.append([int(i) for batch in loader for i in batch["index"]])
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(len(dataset)))  # 12 images: 6 a rank, none padded
+
+
+def test_a_resumed_epoch_from_shards_continues_with_the_next_batch(folder, tmp_path):
+    dm = _module(None, format="litdata", uri=_packed(folder, tmp_path), in_memory=False)
+    whole = _train_batches(dm, 1, workers=1)
+    dm.resume_at(1, 2)  # two batches of epoch 1 were trained on before the interruption
+    _assert_same(whole[2:], _train_batches(dm, 1, workers=1))
