@@ -42,10 +42,17 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def chosen_trial(front: list[FrozenTrial]) -> FrozenTrial | None:
     """The student to retrain: the front's best metric (every trained trial is within budget); ties go to the
-    cheaper one (the second objective), then the earlier one."""
+    cheaper one (the second objective, else the measured latency, else the mult-adds), then the earlier one."""
     if not front:
         return None
-    return min(front, key=lambda t: (-t.values[0], t.values[1] if len(t.values) > 1 else 0.0, t.number))
+
+    def cheapness(trial: FrozenTrial) -> float:
+        if len(trial.values) > 1:
+            return trial.values[1]
+        cost = trial.user_attrs.get("cost") or {}
+        return cost.get("latency_ms") if cost.get("latency_ms") is not None else cost.get("mult_adds", 0)
+
+    return min(front, key=lambda t: (-t.values[0], cheapness(t), t.number))
 
 
 def write_records(search_dir: Path, settings: SearchSettings, study: optuna.Study, storage: str,

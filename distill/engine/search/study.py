@@ -1,8 +1,8 @@
 """The Optuna study of a search, kept in RDB storage (SQLite in the search folder by default, any SQLAlchemy URL by
 option) so that a killed search resumes where it stopped and several workers can share it.
 
-- Reproducible: the sampler is rebuilt before every trial with a seed made of ``search.seed`` and the trial's
-  number, so a search resumed after n trials draws what an uninterrupted one would have drawn next.
+- Reproducible: the sampler is rebuilt before every trial with a seed made of ``search.seed``, the worker and the
+  trial's number, so a search resumed after n trials draws what an uninterrupted one would have drawn next.
 - Resumable: every running trial beats a heartbeat; a trial whose worker died (no beat for two intervals) is
   failed by the next worker that starts a trial, and its parameters are queued to run again.
 """
@@ -42,8 +42,9 @@ def public_url(url: str) -> str:
 
 
 def sampler_for(settings: SearchSettings, number: int) -> optuna.samplers.BaseSampler:
-    """TPE for one objective, NSGA-II for two; seeded by (search.seed, trial number)."""
-    seed = (settings.seed * _SEED_STRIDE + number) % (2**32)
+    """TPE for one objective, NSGA-II for two; seeded by (search.seed, search.worker, trial number): workers that
+    share a storage and ask at the same moment draw with different seeds."""
+    seed = ((settings.seed * _SEED_STRIDE + settings.worker) * _SEED_STRIDE + number) % (2**32)
     if len(settings.objectives) > 1:
         return optuna.samplers.NSGAIISampler(population_size=settings.population_size, seed=seed)
     return optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials, seed=seed)
