@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from distill.data.modules.fine_grained import ImageFolderDataModule
+from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.pack import main as pack_main
 from distill.data.pack import pack
 from distill.data.readers.image_files import CorruptImageError, load_image
@@ -211,3 +212,23 @@ def test_a_resumed_epoch_from_shards_continues_with_the_next_batch(folder, tmp_p
     whole = _train_batches(dm, 1, workers=1)
     dm.resume_at(1, 2)  # two batches of epoch 1 were trained on before the interruption
     _assert_same(whole[2:], _train_batches(dm, 1, workers=1))
+
+
+def test_geotagged_photos_stream_like_they_decode_in_memory(tmp_path):
+    rows = ["path,lat,lon"]
+    for city, (lat, lon) in enumerate(((48.85, 2.35), (35.68, 139.69), (-12.05, -77.04))):
+        for k in range(4):
+            _photo(tmp_path / "images" / f"{city}_{k}.jpg", 10 * city + k, 30, 40)
+            rows.append(f"images/{city}_{k}.jpg,{lat + 0.01 * k},{lon}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(rows[::3]) + "\n")
+    bad = _cut_pixels(tmp_path / "images" / "1_2.jpg")
+    options = dict(root=tmp_path, image_size=20, resolution=16, batch_size=4, t1=4, t2=1, seed=3)
+    memory, files = GeoCSVDataModule(in_memory=True, **options), GeoCSVDataModule(in_memory=False, **options)
+    files.setup()
+    assert isinstance(files.split("train").images, DecodedFiles)
+    _assert_same(_train_batches(memory, 1), _train_batches(files, 1, workers=2))
+    for dm in (memory, files):
+        summary = dm.summary()
+        assert summary["skipped"] == 1 and summary["skipped_rows"][0].startswith(f"{bad}: does not decode")
+    np.testing.assert_array_equal(files.split("test").extras["latlon"], memory.split("test").extras["latlon"])

@@ -9,8 +9,10 @@ degrees, which the geolocation task measures distances with.
 
 - ``SyntheticGeoDataModule``: photos rendered from their places (``distill.data.synthetic.geo_photos``);
 - ``GeoCSVDataModule``: ``path,lat,lon`` CSVs (``distill.data.readers.geo_csv``), images under a root; bad rows and
-  undecodable images are skipped (or rejected with ``strict``) and listed in ``summary()``, which the engine writes
-  to results.json ("data").
+  images whose header does not read are skipped (or rejected with ``strict``) and listed in ``summary()``, which the
+  engine writes to results.json ("data"). The images are decoded into memory when the set is small (``in_memory``)
+  or in the DataLoader workers as batches need them (``distill.data.streaming``: the same batches); one whose pixel
+  data fails there is named (``strict``) or replaced by the next image of its cell and counted.
 
 The CSV module's fingerprint holds the CSVs and every listed image, by size and modification time or by content
 (``verify``); the synthetic module's holds the generator's source.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
-from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.readers.image_files import CorruptImageError, image_size
+from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
 from distill.data.synthetic import geo_photos
 from distill.data.synthetic.geo_photos import render_places, sample_places
 
@@ -133,7 +137,7 @@ class GeoCSVDataModule(GeoArrayDataModule):
 
     def __init__(self, root: str | os.PathLike | None = None, train_csv: str | None = "train.csv",
                  test_csv: str | None = "test.csv", teacher_train_csv: str | None = None, image_size: int = 96,
-                 strict: bool = False, **kwargs: Any) -> None:
+                 strict: bool = False, in_memory: str | bool = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if root is None:
             raise ValueError("data.root is required: the folder the CSVs' image paths are relative to "
@@ -145,6 +149,9 @@ class GeoCSVDataModule(GeoArrayDataModule):
             raise ValueError(f"data.image_size must be positive, got {image_size}")
         self.image_size = int(image_size)
         self.strict = bool(strict)
+        self.in_memory = in_memory_setting(in_memory)
+        self.kept_in_memory: bool | None = None
+        self._skip_log: SkipLog | None = None
         self.csv_files: dict[str, Path] = {}
         for name, value in (("teacher_train", teacher_train_csv), ("train", train_csv), ("test", test_csv)):
             if value is None and name != "teacher_train":
@@ -170,48 +177,60 @@ class GeoCSVDataModule(GeoArrayDataModule):
                 "image_size": self.image_size, "strict": self.strict, "partition": self.partition_settings(),
                 "files": self._files_key, "verify": self.verify}
 
-    def _decode(self, name: str, rows: GeoRows) -> tuple[np.ndarray, np.ndarray]:
-        """Decode a split's images; a corrupt one is rejected (strict) or skipped and reported with its line."""
-        images = np.empty((len(rows.paths), self.image_size, self.image_size, 3), dtype=np.uint8)
+    def _readable(self, name: str, rows: GeoRows) -> np.ndarray:
+        """Positions of the rows whose image header reads (nothing is decoded); a bad one is rejected (strict) or
+        skipped and reported with its line."""
         kept = []
         for position, (path, line) in enumerate(tqdm(zip(rows.paths, rows.lines), total=len(rows.paths),
-                                                     desc=f"{name}: decoding", unit="image", leave=False,
+                                                     desc=f"{name}: checking", unit="image", leave=False,
                                                      disable=None)):
             try:
-                images[len(kept)] = load_image(path, self.image_size)
+                image_size(path)
             except (CorruptImageError, FileNotFoundError) as error:
                 if self.strict:
                     raise CorruptImageError(f"{self.csv_files[name]}:{line}: {error}") from error
                 self._skipped[name].append(f"{self.csv_files[name].name}:{line}: {error}")
                 continue
             kept.append(position)
-        return images[:len(kept)], np.asarray(kept, dtype=np.int64)
+        return np.asarray(kept, dtype=np.int64)
 
     def build_splits(self) -> dict[str, Split]:
-        decoded = {}
+        readable = {}
         for name, csv_path in self.csv_files.items():
             rows = self.rows(name)
             self._skipped[name] = list(rows.skipped)
-            images, kept = self._decode(name, rows)
+            kept = self._readable(name, rows)
             if len(kept) == 0:
                 raise ValueError(f"{csv_path}: no usable rows (skipped {len(self._skipped[name])}; first: "
                                  f"{self._skipped[name][0] if self._skipped[name] else 'none'})")
-            decoded[name] = (images, rows.latlon[kept])
+            readable[name] = ([rows.paths[k] for k in kept], rows.latlon[kept])
             if self._skipped[name]:
                 log.warning("%s: skipped %d bad rows, e.g. %s", csv_path, len(self._skipped[name]),
                             "; ".join(self._skipped[name][:3]))
-        targets = self.label_places({name: latlon for name, (_, latlon) in decoded.items()})
+        targets = self.label_places({name: latlon for name, (_, latlon) in readable.items()})
+        keep = {name: self.kept(name, targets[name]) for name in readable}
+        self.kept_in_memory = keep_in_memory(self.in_memory, sum(len(k) for k in keep.values()), self.image_size)
+        self._skip_log = SkipLog()
+        weakref.finalize(self, self._skip_log.remove)
         splits = {}
-        for name, (images, latlon) in decoded.items():
-            keep = self.kept(name, targets[name])
-            splits[name] = Split(images[keep], targets[name][keep], extras={"latlon": latlon[keep]})
+        for name, (paths, latlon) in readable.items():
+            labels = targets[name][keep[name]]
+            images = DecodedFiles([paths[k] for k in keep[name]], self.image_size, labels=labels,
+                                  strict=self.strict, skip_log=self._skip_log)
+            if self.kept_in_memory:
+                images = materialise(images, f"{name} images")
+            splits[name] = Split(images, labels, extras={"latlon": latlon[keep[name]]})
         return splits
 
     def summary(self) -> dict[str, Any]:
         """Split sizes, partition, and the skipped rows (file:line: reason)."""
         base = super().summary()
         skipped = [row for rows in self._skipped.values() for row in rows]
-        return {**base, "image_size": self.image_size, "strict": self.strict, "skipped": len(skipped),
+        if self._skip_log is not None:  # pixel data that failed when decoded (in memory, or in a worker)
+            skipped += [f"{path}: does not decode (replaced by the next image of its cell)"
+                        for path in self._skip_log.paths()]
+        return {**base, "image_size": self.image_size, "strict": self.strict, "in_memory": self.kept_in_memory,
+                "skipped": len(skipped),
                 "skipped_rows": skipped[:_REPORT_ROWS]}
 
 
