@@ -84,6 +84,18 @@ def test_a_resumed_search_keeps_its_trials_and_draws_what_an_uninterrupted_one_w
     assert [t["params"] for t in straight["trials"]] == [t["params"] for t in resumed["trials"]]
 
 
+def test_a_latency_budget_measured_from_a_reference_student_filters_by_measured_latency(tmp_path):
+    summary = run_search(_cfg(tmp_path, "budget.latency_of=[1.0,32]", "budget.runtime=torch", "search.latency_runs=5",
+                              "search.trials=2", "search.retrain=false"), search_dir=tmp_path / "s",
+                         train=FakeTrainer())
+    limit = summary["limits"]["latency"]
+    assert limit > 0 and summary["budget"]["latency_of"] == [1.0, 32]
+    for trial in summary["trials"]:
+        measured = trial["cost"]["latency_ms"]
+        assert trial["cost"]["runtime"] == "torch" and measured > 0
+        assert (trial["state"] == "infeasible") == (measured > limit)
+
+
 def test_a_study_is_not_resumed_with_other_settings(tmp_path):
     run_search(_cfg(tmp_path, "budget.mult_adds=5000000", "search.trials=1", "search.retrain=false"),
                search_dir=tmp_path / "s", train=FakeTrainer())

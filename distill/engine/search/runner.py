@@ -100,8 +100,9 @@ def _check_budget(settings: SearchSettings, factory: StudentFactory, limits: dic
             where = f" in {settings.budget.runtime} with {threads} thread(s) on this machine" \
                 if name == "latency" else ""
             shown = f"{value:.3f}" if name == "latency" else f"{value:d}"
+            asked = f"{limit:.3f}" if name == "latency" else f"{int(limit):d}"
             raise BudgetError(
-                f"{_KEYS[name]}={limit:g} is below the smallest student of the search space: the {cheapest.label} "
+                f"{_KEYS[name]}={asked} is below the smallest student of the search space: the {cheapest.label} "
                 f"has {shown} {_UNITS[name]}{where}; the smallest feasible {_KEYS[name]} is {shown} (or lower "
                 f"search.space.width / search.space.resolution)")
     return cost
