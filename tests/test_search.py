@@ -4,6 +4,8 @@ trials, the bad-budget refusals, and a 3-trial search end to end on the tiny smo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -37,6 +39,7 @@ class FakeTrainer:
     def __call__(self, cfg, run_dir):
         width, resolution = float(cfg.student.width_multiplier), int(cfg.data.resolution)
         self.calls.append((width, resolution, int(cfg.trainer.max_epochs)))
+        self.compress = getattr(self, "compress", []) + [(list(cfg.compress.methods), cfg.compress.target_mult_adds)]
         return {"primary_metric": "top1", "student": {"metrics": {"top1": round(width * resolution / 32, 6)}},
                 "teacher": {"metrics": {"top1": 0.9}}}
 
@@ -94,6 +97,27 @@ def test_a_latency_budget_measured_from_a_reference_student_filters_by_measured_
         measured = trial["cost"]["latency_ms"]
         assert trial["cost"]["runtime"] == "torch" and measured > 0
         assert (trial["state"] == "infeasible") == (measured > limit)
+
+
+@pytest.mark.slow
+def test_a_pruned_candidate_is_measured_pruned_and_trained_with_the_compress_stage(tmp_path):
+    train = FakeTrainer()
+    summary = run_search(_cfg(tmp_path, "budget.mult_adds=20000000", "search.space.prune_ratio=[0.2,0.4]",
+                              "search.trials=2", "search.retrain=false"), search_dir=tmp_path / "s", train=train)
+    trained = _trials(summary, "complete")
+    assert len(trained) == 2
+    for trial, (methods, target) in zip(trained, train.compress):
+        ratio = trial["params"]["prune_ratio"]
+        full = _mult_adds(trial["params"]["width"], trial["params"]["resolution"])
+        assert abs(trial["cost"]["mult_adds"] / full - (1 - ratio)) <= 0.02 + 1e-9  # compress.tolerance
+        assert methods == ["prune"] and target == pytest.approx(1 - ratio)
+
+
+def test_the_command_refuses_a_bad_budget_with_its_message(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "distill.search", "recipe=smoke", "budget.params=-1",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "budget.params must be > 0, got -1" in done.stdout + done.stderr
 
 
 def test_a_study_is_not_resumed_with_other_settings(tmp_path):
