@@ -30,8 +30,16 @@ from distill.engine.search.measure import Cost, StudentFactory, latency_ms, meas
 from distill.engine.search.records import chosen_trial, front_trials, plot_front, write_records
 from distill.engine.search.settings import SearchSettings, parse_settings
 from distill.engine.search.space import Candidate, smallest, suggest
-from distill.engine.search.study import Heartbeat, count, fail_dead_trials, open_study, public_url, sampler_for, \
-    storage_url
+from distill.engine.search.study import (
+           LIMITS_ATTR,
+           Heartbeat,
+           count,
+           fail_dead_trials,
+           open_study,
+           public_url,
+           sampler_for,
+           storage_url,
+)
 from distill.engine.search.trials import shipped_metric, teacher_resolution, trial_config
 from distill.tasks.base import Task
 
@@ -234,6 +242,13 @@ def run_search(cfg: DictConfig, search_dir: str | os.PathLike | None = None,
     folder = run_folder(settings.dir or search_dir)
     url = storage_url(settings, folder)
     study = open_study(settings, url)
+    # a measured budget (budget.latency_of) is measured once per study: a resumed search keeps the first figure
+    stored = study.user_attrs.get(LIMITS_ATTR)
+    if stored is None:
+        study.set_user_attr(LIMITS_ATTR, limits)
+    elif stored != limits:
+        log.info("Budget: the study's limits as first measured, %s (measured now: %s)", stored, limits)
+        limits = {name: float(value) for name, value in stored.items()}
     log.info("Search %r in %s (storage %s): budget %s, objectives %s; the smallest student: %s", settings.study_name,
              folder, public_url(url), limits, list(settings.objectives), _cost_text(cheapest))
     search = _Search(cfg, settings, folder, factory, limits, threads, train)

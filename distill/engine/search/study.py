@@ -21,10 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from distill.engine.search.settings import SearchSettings
 
-__all__ = ["storage_url", "open_study", "sampler_for", "Heartbeat", "fail_dead_trials", "public_url",
-           "SETTINGS_ATTR"]
+__all__ = ["storage_url", "open_study", "sampler_for", "Heartbeat", "fail_dead_trials", "public_url", "count",
+           "SETTINGS_ATTR", "LIMITS_ATTR"]
 
 SETTINGS_ATTR = "distill_search"  # the study's user attribute holding what its trials were made for
+LIMITS_ATTR = "distill_limits"  # the budget's limits as first measured (a latency_of budget is a measurement)
 _SEED_STRIDE = 1_000_003
 
 
