@@ -159,7 +159,14 @@ class ArrayDataModule(pl.LightningDataModule):
         dataset = self.dataset("train", with_teacher_image=True)
         loader = self._loader(dataset, shuffle=True, batch_size=self.batch_size, views=self.num_views)
         if self._resume is not None:
-            loader.sampler.resume_at(self._resume[0], self._resume[1] * self.batch_size)
+            epoch, batches = self._resume
+            # The sampler starts at the epoch training continues with: a loader with workers draws its first
+            # indices when Lightning creates its iterator, which on a resume comes before Lightning's set_epoch.
+            if batches >= len(loader):  # the checkpoint closed its epoch: the next one starts afresh
+                loader.sampler.set_epoch(epoch + 1)
+            else:
+                loader.sampler.set_epoch(epoch)
+                loader.sampler.resume_at(epoch, batches * self.batch_size)
             self._resume = None
         return loader
 
