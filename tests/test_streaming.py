@@ -5,10 +5,16 @@ and counted; shards round-trip what was packed and are read by rank without over
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+from conftest import compose_config
 from PIL import Image
 
 from distill.data.modules.fine_grained import ImageFolderDataModule
@@ -20,6 +26,7 @@ from distill.data.shards import PACK_FILE, ShardImages, read_pack
 from distill.data.streaming import (IN_MEMORY_AUTO_BYTES, DecodedFiles, PathTable, in_memory_setting,
                                     keep_in_memory)
 from distill.data.views import ViewSampler
+from distill.engine.run import run
 
 pytest.importorskip("litdata")
 
@@ -232,3 +239,91 @@ def test_geotagged_photos_stream_like_they_decode_in_memory(tmp_path):
         summary = dm.summary()
         assert summary["skipped"] == 1 and summary["skipped_rows"][0].startswith(f"{bad}: does not decode")
     np.testing.assert_array_equal(files.split("test").extras["latlon"], memory.split("test").extras["latlon"])
+
+
+# --- through the engine ------------------------------------------------------------------------------------------
+
+
+def _dogs_cfg(tmp_path, root, *extra):
+    return compose_config(["recipe=dogs", "data=image_folder", f"data.root={root}", "data.image_size=20",
+                           "data.resolution=16", "data.batch_size=4", "teacher.fit.epochs=1", "trainer.max_epochs=1",
+                           "student.width_multiplier=0.25", "latency_runs=0", "latency_ort=false", "progress=false",
+                           f"cache.dir={tmp_path / 'cache'}", *extra])
+
+
+def _weights(results):
+    return torch.load(results["student_checkpoint"], weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(first, second):
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_a_run_from_memory_files_or_shards_ends_with_the_same_weights(folder, tmp_path):
+    shards = ["data.format=litdata", f"data.uri={_packed(folder, tmp_path)}", "data.root=null",
+              "data.in_memory=false", "data.num_workers=1"]
+    memory = run(_dogs_cfg(tmp_path, folder, "data.in_memory=true"), run_dir=tmp_path / "memory")
+    files = run(_dogs_cfg(tmp_path, folder, "data.in_memory=false", "data.num_workers=2"), run_dir=tmp_path / "files")
+    packed = run(_dogs_cfg(tmp_path, folder, *shards), run_dir=tmp_path / "shards")
+    assert files["teacher"]["source"] != "fitted" and packed["teacher"]["source"] != "fitted"  # one data key
+    assert (memory["data"]["in_memory"], files["data"]["in_memory"], packed["data"]["format"]) == \
+        (True, False, "litdata")
+    for other in (files, packed):
+        _assert_same_weights(memory, other)
+        assert other["student"]["metrics"]["top1"] == memory["student"]["metrics"]["top1"]
+
+
+class _Interrupt(pl.Callback):
+    """Raises in the middle of the second epoch, like a killed job."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated kill")
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_from_shards_ends_with_the_same_weights(folder, tmp_path):
+    overrides = ("trainer.max_epochs=3", "data.num_views=2", "data.format=litdata",
+                 f"data.uri={_packed(folder, tmp_path)}", "data.root=null", "data.in_memory=false",
+                 "data.num_workers=1")
+    reference = run(_dogs_cfg(tmp_path, folder, *overrides), run_dir=tmp_path / "reference")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(_dogs_cfg(tmp_path, folder, *overrides), run_dir=tmp_path / "killed", callbacks=[_Interrupt()])
+    resumed = run(_dogs_cfg(tmp_path, folder, *overrides, "resume=true"), run_dir=tmp_path / "killed")
+    _assert_same_weights(reference, resumed)
+
+
+class RecordIndices(pl.Callback):
+    """Writes the sample indices each rank trained on, one file per rank (for the DDP run below)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with open(os.path.join(self.folder, f"rank{trainer.global_rank}.txt"), "a") as handle:
+            handle.write(f"{trainer.current_epoch} {' '.join(str(int(i)) for i in batch['index'])}\n")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_reads_disjoint_shards_covering_the_data(folder, tmp_path):
+    out = _packed(folder, tmp_path, "data.max_per_class=4")  # 12 training images: 6 a rank, none repeated
+    env = dict(os.environ, OMP_NUM_THREADS="1", DISTILL_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "distill", "recipe=dogs", "data=image_folder", "data.format=litdata",
+               f"data.uri={out}", "data.image_size=20", "data.resolution=16", "data.batch_size=4",
+               "data.in_memory=false", "data.num_workers=1", "teacher.fit.epochs=1", "trainer.max_epochs=1",
+               "student.width_multiplier=0.25", "latency_runs=0", "latency_ort=false", "progress=false",
+               "data.max_per_class=4", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}",
+               "+callbacks.indices._target_=test_streaming.RecordIndices", f"+callbacks.indices.folder={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["config"]["trainer"]["devices"] == 2 and results["data"]["format"] == "litdata"
+    seen = [[int(i) for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines() for i in line.split()[1:]]
+            for rank in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 6 and not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(12))

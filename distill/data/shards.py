@@ -35,7 +35,7 @@ except ImportError:
 
 from distill.core.io import atomic_write, atomic_write_json
 
-__all__ = ["PACK_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "write_pack"]
+__all__ = ["PACK_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "shard_count", "write_pack"]
 
 PACK_FILE = "distill_pack.json"
 TARGETS_FILE = "targets.npz"
@@ -70,10 +70,10 @@ class ShardImages:
     def _open(self) -> Any:
         if self._reader is None:
             require_litdata("data.format=litdata")
-            reader = StreamingDataset(self.folder)
-            if len(reader) != self.count:
-                raise ValueError(f"{self.folder}: {len(reader)} images in the shards, {self.count} in {PACK_FILE}")
-            self._reader = reader
+            stored = shard_count(self.folder)  # StreamingDataset's len() is this rank's share under DDP
+            if stored != self.count:
+                raise ValueError(f"{self.folder}: {stored} images in the shards, {self.count} in {PACK_FILE}")
+            self._reader = StreamingDataset(self.folder)
         return self._reader
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -87,6 +87,16 @@ class ShardImages:
                              f"{image.shape}; expected index {index}, uint8 {(self.size, self.size, 3)} "
                              f"(shards written by python -m distill.data.pack, in order)")
         return image
+
+
+def shard_count(folder: str | os.PathLike) -> int:
+    """The items in a LitData folder, from its ``index.json`` (all ranks' items)."""
+    path = Path(folder) / "index.json"
+    try:
+        chunks = json.loads(path.read_text(encoding="utf-8"))["chunks"]
+        return sum(int(chunk["chunk_size"]) for chunk in chunks)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a readable LitData index ({type(error).__name__}: {error})") from error
 
 
 def require_litdata(what: str) -> None:
