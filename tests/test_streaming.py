@@ -103,6 +103,30 @@ def test_memory_files_and_shards_give_the_same_batches(folder, tmp_path):
     assert shards.summary()["format"] == "litdata" and shards.summary()["splits"] == memory.summary()["splits"]
 
 
+def test_fast_decode_is_the_same_in_every_path_and_part_of_the_key(tmp_path):
+    root = tmp_path / "large"
+    for label, name in enumerate(("fen", "moor")):
+        for i in range(3):  # 400 x 300 photos, decoded to 64 px: JPEG draft decodes them at 1/4 scale
+            ramp = np.linspace(0, 255, 400, dtype=np.uint8)[None, :, None].repeat(300, 0).repeat(3, 2)
+            path = root / name / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(ramp // (1 + label + i))).save(path, quality=90)
+    options = dict(image_size=64, resolution=32, batch_size=2, test_fraction=0.34)
+    fast = _module(root, in_memory=True, fast_decode=True, **options)
+    full = _module(root, in_memory=True, **options)
+    assert fast.fingerprint() != full.fingerprint()
+    assert not np.array_equal(fast.split("train").images, full.split("train").images)
+    out = tmp_path / "packed"
+    pack(["data=image_folder", f"data.root={root}", "data.image_size=64", "data.test_fraction=0.34",
+          "data.fast_decode=true"], out, verbose=False)
+    streamed = _module(root, in_memory=False, fast_decode=True, **options)
+    shards = _module(None, format="litdata", uri=out, in_memory=False, fast_decode=True, **options)
+    expected = _train_batches(fast, 0)
+    _assert_same(expected, _train_batches(streamed, 0, workers=1))
+    _assert_same(expected, _train_batches(shards, 0, workers=1))
+    assert shards.fingerprint() == fast.fingerprint()
+
+
 def test_in_memory_auto_goes_by_the_decoded_size(folder):
     assert in_memory_setting("auto") == "auto" and in_memory_setting("false") is False and in_memory_setting(True)
     with pytest.raises(ValueError, match="data.in_memory must be auto, true or false"):
