@@ -247,13 +247,8 @@ class _DecodedFolderDataModule(ArrayDataModule):
         return splits
 
     def skip_report(self) -> SkipReport:
-        """Files left out when listing, images replaced while decoding (also in workers), and, from shards, what
-        was skipped when packing."""
+        """Files left out when listing, and images replaced while decoding (also in DataLoader workers)."""
         report = SkipReport()
-        if self.format == "litdata":
-            for reason, paths in self.pack().get("skipped", {}).items():
-                for path in paths:
-                    report.add(reason, path)
         report.update(self._skips)
         if self._skip_log is not None:
             for path in self._skip_log.paths():
@@ -263,22 +258,22 @@ class _DecodedFolderDataModule(ArrayDataModule):
     def setup(self, stage: str | None = None) -> None:
         fresh = self._splits is None
         super().setup(stage)
-        if fresh:
-            where = f"data.uri={self.uri}" if self.format == "litdata" else f"data.root={self.root}"
-            self.skip_report().log(log, f"{type(self).__name__} ({where})")
+        if fresh and self.format == "files":  # shards: reported when they were packed, and in summary()
+            self.skip_report().log(log, f"{type(self).__name__} (data.root={self.root})")
 
     def summary(self) -> dict[str, Any]:
         """Split sizes, class count, where the images come from, and the skipped files by reason
-        (``{"not an image": [...], "corrupt": [...]}``, the first paths of each) with their counts."""
+        (``{"not an image": [...], "corrupt": [...]}``, the first paths of each) with their counts; from shards,
+        those of the files they were packed from."""
         self.setup()
-        skipped = self.skip_report()
-        counts = skipped.counts()
-        if self.format == "litdata":  # the pack lists the first paths of each reason; its counts are complete
-            for reason, count in self.pack().get("skipped_counts", {}).items():
-                counts[reason] = counts.get(reason, 0) - len(self.pack()["skipped"].get(reason, [])) + int(count)
+        if self.format == "litdata":
+            skipped, counts = self.pack().get("skipped", {}), dict(self.pack().get("skipped_counts", {}))
+        else:
+            report = self.skip_report()
+            skipped, counts = report.as_dict(_REPORT_PATHS), report.counts()
         return {**super().summary(), "classes": len(self.class_names), "strict": self.strict,
-                "format": self.format, "in_memory": self.kept_in_memory,
-                "skipped": skipped.as_dict(_REPORT_PATHS), "skipped_counts": counts}
+                "format": self.format, "in_memory": self.kept_in_memory, "skipped": skipped,
+                "skipped_counts": counts}
 
 
 class StanfordDogsDataModule(_DecodedFolderDataModule):
