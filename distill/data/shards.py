@@ -6,7 +6,9 @@ Layout of a packed data set (a folder):
                         teachers and teacher outputs are shared with the file path), image size, class names,
                         split sizes, files skipped while packing
     targets.npz         each labelled split's targets
-    <split>/            LitData shards (``litdata.optimize``): items {"index", "image": (S, S, 3) uint8}, in order
+    positions.npz       each split's position in the shards of every sample index (LitData's writer processes
+                        may interleave their items; the positions are read back once, when packing)
+    <split>/            LitData shards (``litdata.optimize``): items {"index", "image": (S, S, 3) uint8}
 
 The shards are read by index through ``litdata.StreamingDataset.__getitem__``, never by iterating it. LitData's
 own iteration shuffles by its own seed and splits chunks between ranks and workers by its own rules, and resumes
@@ -35,27 +37,31 @@ except ImportError:
 
 from distill.core.io import atomic_write, atomic_write_json
 
-__all__ = ["PACK_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "shard_count", "write_pack"]
+__all__ = ["PACK_FILE", "POSITIONS_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "shard_count", "write_pack"]
 
 PACK_FILE = "distill_pack.json"
 TARGETS_FILE = "targets.npz"
+POSITIONS_FILE = "positions.npz"
 PACK_VERSION = 1
 # fork starts litdata's writer processes in a moment (spawn imports torch again in each); spawn where fork is missing
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class ShardImages:
-    """One packed split's images, indexable like a (N, S, S, 3) uint8 array. The LitData reader is opened on first
-    use in each process (a DataLoader worker opens its own; the opened reader is never pickled)."""
+    """One packed split's images, indexable like a (N, S, S, 3) uint8 array. The LitData reader (and the split's
+    positions) are opened on first use in each process: a DataLoader worker opens its own, none is pickled."""
 
     ndim = 4
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, folder: str | os.PathLike, size: int, count: int) -> None:
-        self.folder = str(folder)
+    def __init__(self, pack: str | os.PathLike, split: str, size: int, count: int) -> None:
+        self.pack = str(pack)
+        self.split = split
+        self.folder = str(Path(pack) / split)
         self.size = int(size)
         self.count = int(count)
         self._reader: Any = None  # a litdata.StreamingDataset once opened
+        self._positions: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -65,7 +71,7 @@ class ShardImages:
         return self.count
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_reader": None}
+        return {**self.__dict__, "_reader": None, "_positions": None}
 
     def _open(self) -> Any:
         if self._reader is None:
@@ -73,6 +79,11 @@ class ShardImages:
             stored = shard_count(self.folder)  # StreamingDataset's len() is this rank's share under DDP
             if stored != self.count:
                 raise ValueError(f"{self.folder}: {stored} images in the shards, {self.count} in {PACK_FILE}")
+            with np.load(Path(self.pack) / POSITIONS_FILE, allow_pickle=False) as stored:
+                if self.split not in stored.files or len(stored[self.split]) != self.count:
+                    raise ValueError(f"{Path(self.pack) / POSITIONS_FILE}: no {self.count} positions for split "
+                                     f"'{self.split}' (pack the data set again)")
+                self._positions = stored[self.split]
             self._reader = StreamingDataset(self.folder)
         return self._reader
 
@@ -80,12 +91,14 @@ class ShardImages:
         index = int(index)
         if not 0 <= index < self.count:
             raise IndexError(f"image index {index} out of range for {self.count} images in {self.folder}")
-        item = self._open()[index]
+        reader = self._open()
+        assert self._positions is not None
+        item = reader[int(self._positions[index])]
         image = np.array(item["image"])  # a copy: the reader hands out read-only views of its chunk
         if int(item["index"]) != index or image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f"{self.folder}: item {index} holds index {item['index']}, {image.dtype} "
                              f"{image.shape}; expected index {index}, uint8 {(self.size, self.size, 3)} "
-                             f"(shards written by python -m distill.data.pack, in order)")
+                             f"(shards and {POSITIONS_FILE} written by python -m distill.data.pack)")
         return image
 
 
@@ -109,6 +122,20 @@ def _pack_item(images: Any, index: int) -> dict[str, Any]:
     return {"index": int(index), "image": np.ascontiguousarray(images[index], dtype=np.uint8)}
 
 
+def _positions(folder: Path, count: int) -> np.ndarray:
+    """Where each sample index landed in a freshly written LitData folder (read back once, in order)."""
+    reader = StreamingDataset(str(folder))
+    positions = np.full(count, -1, dtype=np.int64)
+    for position in range(count):
+        index = int(reader[position]["index"])
+        if not 0 <= index < count or positions[index] >= 0:
+            raise ValueError(f"{folder}: item {position} holds sample index {index}, out of range or repeated")
+        positions[index] = position
+    if (positions < 0).any():
+        raise ValueError(f"{folder}: sample index {int(np.flatnonzero(positions < 0)[0])} was not written")
+    return positions
+
+
 def write_pack(out: str | os.PathLike, splits: dict[str, Any], meta: Callable[[], dict[str, Any]], *,
                num_workers: int = 1, chunk_bytes: str = "64MB", verbose: bool = True) -> Path:
     """Write each split's images (any (N, S, S, 3) uint8 source: an array, ``DecodedFiles``) as LitData shards
@@ -120,26 +147,28 @@ def write_pack(out: str | os.PathLike, splits: dict[str, Any], meta: Callable[[]
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new or empty folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
-    targets = {}
+    targets, positions = {}, {}
     start_method = multiprocessing.get_start_method(allow_none=True)
     try:
         for name, split in splits.items():
             optimize(fn=functools.partial(_pack_item, split.images), inputs=list(range(len(split.images))),
                      output_dir=str(out / name), chunk_bytes=chunk_bytes, num_workers=max(1, int(num_workers)),
-                     verbose=verbose, start_method=_START_METHOD)
+                     keep_data_ordered=True, verbose=verbose, start_method=_START_METHOD)
+            positions[name] = _positions(out / name, len(split.images))
             if split.targets is not None:
                 targets[name] = np.asarray(split.targets)
     finally:  # litdata.optimize sets the process-wide start method (to spawn): DataLoaders after it keep theirs
         multiprocessing.set_start_method(start_method, force=True)
-
-    def write_targets(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **targets)
-
-    atomic_write(out / TARGETS_FILE, write_targets)
+    for file, arrays in ((TARGETS_FILE, targets), (POSITIONS_FILE, positions)):
+        atomic_write(out / file, functools.partial(_write_npz, arrays=arrays))
     sizes = {name: len(split.images) for name, split in splits.items()}
     atomic_write_json(out / PACK_FILE, {"version": PACK_VERSION, **meta(), "splits": sizes})
     return out
+
+
+def _write_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def read_pack(uri: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -241,7 +241,7 @@ class _DecodedFolderDataModule(ArrayDataModule):
         self.kept_in_memory = keep_in_memory(self.in_memory, sum(sizes.values()), self.image_size)
         splits = {}
         for name, count in sizes.items():
-            images = ShardImages(Path(self.uri).expanduser() / name, self.image_size, count)
+            images = ShardImages(Path(self.uri).expanduser(), name, self.image_size, count)
             splits[name] = Split(materialise(images, f"{name} images") if self.kept_in_memory else images,
                                  targets.get(name))
         return splits
