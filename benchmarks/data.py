@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from PIL import Image
 from distill.core.paths import default_cache_dir
 from distill.data.modules.fine_grained import ImageFolderDataModule
 from distill.data.pack import pack
+from distill.data.shards import read_pack
 from distill.models import create_student
 
 TEST_FRACTION = 0.1  # every 10th image of a class is a test image
@@ -68,6 +70,14 @@ def generate(folder: Path, images: int, classes: int, size: int) -> None:
         if (index + 1) % 5000 == 0:
             print(f"  generated {index + 1}/{images} images", flush=True)
     done.write_text(f"{images} images\n")
+
+
+def _current_pack(folder: Path) -> bool:
+    try:
+        read_pack(folder)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def data_overrides(args: argparse.Namespace, folder: Path) -> dict:
@@ -142,7 +152,9 @@ def main() -> None:
     folder, shards = root / "images", root / f"shards_{args.image_size}px"
     print(f"image folder: {folder}")
     generate(folder, args.images, args.classes, args.source_size)
-    if not (shards / "distill_pack.json").is_file():
+    if shards.exists() and not _current_pack(shards):  # unfinished, or packed by an older version
+        shutil.rmtree(shards)
+    if not shards.exists():
         print(f"packing into {shards}")
         pack(["data=image_folder", f"data.root={folder}", f"data.image_size={args.image_size}",
               f"data.test_fraction={TEST_FRACTION}"], shards, verbose=False)

@@ -42,7 +42,7 @@ __all__ = ["PACK_FILE", "POSITIONS_FILE", "TARGETS_FILE", "ShardImages", "read_p
 PACK_FILE = "distill_pack.json"
 TARGETS_FILE = "targets.npz"
 POSITIONS_FILE = "positions.npz"
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: positions.npz
 # fork starts litdata's writer processes in a moment (spawn imports torch again in each); spawn where fork is missing
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
@@ -184,7 +184,8 @@ def read_pack(uri: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
         raise ValueError(f"{path} is not readable JSON ({error})") from error
     if not isinstance(meta, dict) or meta.get("version") != PACK_VERSION:
         raise ValueError(f"{path}: expected a distill pack of version {PACK_VERSION}, got "
-                         f"{meta.get('version') if isinstance(meta, dict) else type(meta).__name__}")
+                         f"{meta.get('version') if isinstance(meta, dict) else type(meta).__name__} "
+                         f"(pack it again with python -m distill.data.pack)")
     with np.load(folder / TARGETS_FILE, allow_pickle=False) as stored:
         targets = {name: stored[name] for name in stored.files}
     return meta, targets
