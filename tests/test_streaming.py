@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import scipy.io
 import torch
 from conftest import compose_config
 from PIL import Image
 
-from distill.data.modules.fine_grained import ImageFolderDataModule
+from distill.data.modules.fine_grained import ImageFolderDataModule, StanfordDogsDataModule
 from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.pack import main as pack_main
 from distill.data.pack import pack
@@ -222,6 +223,41 @@ def test_litdata_round_trip_and_its_errors(folder, tmp_path):
         pack(["data=synthetic_shapes"], tmp_path / "shapes", verbose=False)
     with pytest.raises(IndexError, match="out of range"):
         ShardImages(out, "train", 20, 12)[12]
+
+
+def _mat_list(path, files, labels):
+    """A Stanford Dogs split list: file_list a column cell array of strings, labels 1-based."""
+    cells = np.empty((len(files), 1), dtype=object)
+    for i, name in enumerate(files):
+        cells[i, 0] = np.array([name])
+    scipy.io.savemat(str(path), {"file_list": cells, "labels": np.asarray(labels, np.float64).reshape(-1, 1)})
+
+
+def test_stanford_dogs_streams_and_packs_like_it_decodes(tmp_path):
+    root = tmp_path / "dogs"
+    lists = {"train": ([], []), "test": ([], [])}
+    for label, breed in enumerate(("n02085620-Chihuahua", "n02085782-Japanese_spaniel"), start=1):
+        for i in range(5):
+            name = f"{breed}/{breed.split('-')[0]}_{i}.jpg"
+            _photo(root / "Images" / name, 7 * label + i, 36, 28 + 4 * i)
+            files, labels = lists["test" if i == 4 else "train"]
+            files.append(name)
+            labels.append(label)
+    for split, (files, labels) in lists.items():
+        _mat_list(root / f"{split}_list.mat", files, labels)
+    options = dict(image_size=20, resolution=16, batch_size=3, seed=1)
+    memory = StanfordDogsDataModule(root=root, in_memory=True, **options)
+    files = StanfordDogsDataModule(root=root, in_memory=False, **options)
+    out = tmp_path / "packed"
+    pack(["data=stanford_dogs", f"data.root={root}", "data.image_size=20"], out, verbose=False)
+    shards = StanfordDogsDataModule(format="litdata", uri=out, in_memory=False, **options)  # no root needed
+    expected = _train_batches(memory, 1)
+    _assert_same(expected, _train_batches(files, 1, workers=1))
+    _assert_same(expected, _train_batches(shards, 1, workers=1))
+    assert shards.class_names == memory.class_names == ["Chihuahua", "Japanese spaniel"]
+    assert memory.fingerprint() == files.fingerprint() == shards.fingerprint()
+    with pytest.raises(ValueError, match="holds a packed StanfordDogsDataModule"):
+        _module(None, format="litdata", uri=out).setup()
 
 
 def test_ranks_read_disjoint_shards_covering_the_data(folder, tmp_path):
