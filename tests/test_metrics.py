@@ -441,10 +441,11 @@ def test_attributes_without_positives_are_skipped_counted_and_warned_about():
     assert result["ap_per_attribute"] == pytest.approx({"smiling": (1 + 2 / 3) / 2, "bald": None, "hat": None})
     assert result["mAP"] == pytest.approx((1 + 2 / 3) / 2)
     assert result["attributes_averaged"] == 1 and result["attributes_without_positives"] == ["bald", "hat"]
+    assert result["chance_mAP"] == pytest.approx(0.5)  # smiling: 2 positives in 4
     json.dumps(result, allow_nan=False)
     with pytest.warns(RuntimeWarning, match="over 0 of 3 attributes"):
         none = multilabel_average_precision(scores, torch.zeros(4, 3, dtype=torch.long))
-    assert none == {"mAP": None, "attributes_averaged": 0, "attributes_without_positives": ["0", "1", "2"],
+    assert none == {"mAP": None, "chance_mAP": None, "attributes_averaged": 0, "attributes_without_positives": ["0", "1", "2"],
                     "ap_per_attribute": {"0": None, "1": None, "2": None}}
 
 
@@ -455,6 +456,17 @@ def test_a_mean_over_every_attribute_says_so_and_does_not_warn():
         warnings.simplefilter("error")
         result = multilabel_average_precision(scores, target)
     assert result["attributes_averaged"] == 2 and result["attributes_without_positives"] == []
+    assert result["chance_mAP"] == pytest.approx(0.5)
+
+
+def test_chance_map_is_what_random_scores_average():
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(400, 3, generator=generator) < torch.tensor([0.1, 0.3, 0.6])).long()
+    chance = multilabel_average_precision(torch.rand(400, 3), target)["chance_mAP"]
+    assert chance == pytest.approx(target.float().mean(0).mean().item())
+    random_maps = [multilabel_average_precision(torch.rand(400, 3, generator=generator), target)["mAP"]
+                   for _ in range(20)]
+    assert sum(random_maps) / len(random_maps) == pytest.approx(chance, abs=0.03)
 
 
 def test_multilabel_rejects_bad_input():

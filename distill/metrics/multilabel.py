@@ -20,8 +20,11 @@ def multilabel_average_precision(
     give the same result); ``target``: (N, L) of 0/1. An attribute with no positive sample has no
     AP: it is reported as None and left out of ``mAP`` (None too when no attribute has a positive), and a
     ``RuntimeWarning`` names it, so a macro mean over fewer attributes than the data has never passes unseen.
-    Returns ``{"mAP": float | None, "attributes_averaged": int, "attributes_without_positives": [names],
-    "ap_per_attribute": {name: float | None}}``; names default to the column indices as strings.
+    ``chance_mAP`` is what a random scorer gets on average over the same attributes: each one's share of positives
+    (the baseline a model must beat; ``None`` with ``mAP``).
+    Returns ``{"mAP": float | None, "chance_mAP": float | None, "attributes_averaged": int,
+    "attributes_without_positives": [names], "ap_per_attribute": {name: float | None}}``; names default to the
+    column indices as strings.
     """
     scores = torch.as_tensor(probs_or_logits).detach()
     target = torch.as_tensor(target).detach()
@@ -58,7 +61,7 @@ def multilabel_average_precision(
                       f"no positive sample among the {scores.shape[0]} images and no AP ({shown})", RuntimeWarning,
                       stacklevel=2)
     if scored.numel() == 0:
-        return {"mAP": None, **counts, "ap_per_attribute": per_attribute}
+        return {"mAP": None, "chance_mAP": None, **counts, "ap_per_attribute": per_attribute}
     # Only attributes with a positive are passed on: for the others torchmetrics warns and
     # returns a placeholder value instead of an undefined AP. Its multi-label form needs two or
     # more labels, so a single one goes through the binary form (the same computation).
@@ -70,4 +73,5 @@ def multilabel_average_precision(
     ap = metric(scores[:, scored], target[:, scored]).reshape(-1).cpu().tolist()
     for column, value in zip(scored.tolist(), ap, strict=True):
         per_attribute[names[column]] = float(value)
-    return {"mAP": float(sum(ap) / len(ap)), **counts, "ap_per_attribute": per_attribute}
+    chance = float(target[:, scored].float().mean(dim=0).mean())
+    return {"mAP": float(sum(ap) / len(ap)), "chance_mAP": chance, **counts, "ap_per_attribute": per_attribute}
