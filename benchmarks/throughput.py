@@ -17,12 +17,18 @@ mode runs R times, interleaved, and the best rate counts (other load on the mach
 ``--clock cpu`` rates by this process's CPU time instead of elapsed time: on a machine shared with other jobs
 it measures the work of a step rather than the share of the cores the process got (use it with --threads 1).
 Targets: cached >= 2x live at 96 px; Lightning live within 10% of the plain loop.
+
+``--parts`` times the two halves of a live step on their own instead, NCHW and channels-last, interleaved:
+the teacher's forward pass (no grad) and the student's training step (forward, backward, AdamW) on targets
+computed beforehand. Their sum is a live step; ``1 + teacher / student`` is the most any teacher-output cache can
+speed a step up by, the ceiling against which the ``lightning cached`` rate is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import tempfile
 import time
 import warnings
@@ -181,6 +187,54 @@ def benchmark_resolution(teacher: torch.nn.Module, resolution: int, args: argpar
     return {"rates": best, "cache_images": len(dataset), "cache_seconds": build_seconds}
 
 
+PART_LAYOUTS = ("NCHW", "NHWC")
+
+
+def time_parts(teacher: torch.nn.Module, resolution: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Median milliseconds per batch of the teacher's forward and of the student's step, in each memory format."""
+    clock = CLOCKS[args.clock]
+    images = RandomImages(args.batch_size, resolution).images
+    with torch.no_grad():
+        targets = teacher(images)
+    samples: dict[str, dict[str, list[float]]] = {layout: {"teacher": [], "student": []} for layout in PART_LAYOUTS}
+    for _ in range(args.repeats):
+        for layout in PART_LAYOUTS:
+            memory_format = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+            net = teacher.to(memory_format=memory_format)
+            batch = images.contiguous(memory_format=memory_format)
+            student = make_student().train().to(memory_format=memory_format)
+            optimizer = make_optimizer(student.parameters())
+            loss_fn = EmbeddingMSELoss()
+            for step in range(args.warmup + args.steps):
+                start = clock()
+                with torch.no_grad():
+                    net(batch)
+                middle = clock()
+                loss = loss_fn(student(batch), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                end = clock()
+                if step >= args.warmup:
+                    samples[layout]["teacher"].append(1000 * (middle - start))
+                    samples[layout]["student"].append(1000 * (end - middle))
+    teacher.to(memory_format=torch.contiguous_format)
+    return {layout: {part: statistics.median(values) for part, values in parts.items()}
+            for layout, parts in samples.items()}
+
+
+def report_parts(results: dict[int, dict[str, dict[str, float]]], clock: str) -> list[str]:
+    unit = "ms" if clock == "wall" else "CPU-ms"
+    lines = [f"| resolution | layout | teacher forward ({unit}) | student step ({unit}) | cache ceiling |",
+             "|---:|---|---:|---:|---:|"]
+    for resolution, layouts in results.items():
+        for layout, parts in layouts.items():
+            ceiling = 1 + parts["teacher"] / parts["student"]
+            lines.append(f"| {resolution} | {layout} | {parts['teacher']:.0f} | {parts['student']:.0f} | "
+                         f"{ceiling:.2f}x |")
+    return lines
+
+
 def report(results: dict[int, dict], clock: str) -> list[str]:
     """The table and the target checks, as lines of text (Markdown table)."""
     unit = "img/s" if clock == "wall" else "img/CPU-s"
@@ -227,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time (throughput); cpu: this process's CPU time, which other load on a "
                              "shared machine barely disturbs (use with --threads 1)")
+    parser.add_argument("--parts", action="store_true",
+                        help="time the teacher's forward and the student's step alone, NCHW and channels-last")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -242,6 +298,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.clock} clock")
 
     teacher = build_facenet_teacher().eval()
+    if args.parts:
+        parts = {resolution: time_parts(teacher, resolution, args) for resolution in args.resolutions}
+        print("\n".join(report_parts(parts, args.clock)))
+        return
     results = {resolution: benchmark_resolution(teacher, resolution, args) for resolution in args.resolutions}
     print()
     print("\n".join(report(results, args.clock)))

@@ -25,8 +25,8 @@ TINY_SMOKE = [
 # The overrides that make each recipe's default run in seconds: the only place they are written.
 TINY = {
     "smoke": TINY_SMOKE,
-    "dogs": ["recipe=dogs", "data.num_classes=10", "data.num_teacher_train=80", "data.num_train=60",
-             "data.num_test=40", "data.batch_size=20", "teacher.fit.epochs=1", "trainer.max_epochs=1",
+    "dogs": ["recipe=dogs", "data.num_classes=10", "data.image_size=32", "data.resolution=32",
+             "data.num_teacher_train=80", "data.num_train=60", "data.num_unlabelled=20", "data.num_test=40", "data.batch_size=20", "teacher.fit.epochs=1", "trainer.max_epochs=1",
              "student.width_multiplier=0.25", "latency_runs=0", "progress=false"],
     "facenet": ["recipe=facenet", "data.image_size=80", "data.num_identities=6", "data.images_per_identity=4",
                 "data.train_images_per_identity=3", "data.num_test_identities=20", "data.test_images_per_identity=3",

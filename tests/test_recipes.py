@@ -81,6 +81,22 @@ def test_an_unknown_loss_term_is_refused_before_training():
                            parse_loss_terms({"kdd": {}}), optimizer=torch.optim.SGD)
 
 
+def chance_level(recipe: str, results: dict) -> tuple[str, float]:
+    """(metric, what guessing scores on it) for a recipe's test set, from its results.json."""
+    data = results["data"]
+    if recipe in ("smoke", "dogs"):
+        return "top1", 1 / data["classes"]
+    if recipe == "planet":  # a uniformly random cell
+        return "top1", 1 / data["cells"]
+    if recipe == "facenet":  # same or different person: a coin flip
+        return "accuracy", 0.5
+    if recipe == "face_attributes":  # random scores: each attribute's share of positives
+        return "mAP", results["student"]["metrics"]["chance_mAP"]
+    if recipe == "coco":  # random boxes find (almost) nothing
+        return "map", 0.0
+    raise KeyError(f"no chance level for recipe {recipe!r}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_tiny_recipe_runs_end_to_end_through_the_engine(recipe, tiny_run):
@@ -103,6 +119,33 @@ def test_tiny_recipe_runs_end_to_end_through_the_engine(recipe, tiny_run):
     assert model.distill_meta["metrics"][primary] == on_disk["student"]["metrics"][primary]
     lightning = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert lightning["distill_position"]["epoch"] == cfg.trainer.max_epochs - 1
+
+
+# A little more data and training than TINY: enough for each recipe's models to learn something in seconds.
+LEARNS = {
+    "dogs": ["data.num_teacher_train=400", "data.num_train=200", "data.num_test=100", "teacher.fit.epochs=6",
+             "trainer.max_epochs=6", "student.width_multiplier=0.5"],
+    "planet": ["data.num_teacher_train=600", "data.num_train=400", "teacher.fit.epochs=4", "trainer.max_epochs=4"],
+    "facenet": ["data.num_identities=20", "teacher.fit.epochs=3", "trainer.max_epochs=3"],
+    "face_attributes": ["data.num_teacher_train=256", "data.num_train=256", "teacher.fit.epochs=3",
+                        "trainer.max_epochs=4"],
+    "coco": [],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(LEARNS))
+def test_teacher_and_student_beat_chance(recipe, tmp_path):
+    """Both models of every recipe learn: each scores above what guessing scores on its test set (the smoke
+    recipe's test below asks more of it)."""
+    from distill.engine.run import run
+
+    results = run(compose_config(TINY[recipe] + LEARNS[recipe] + [f"cache.dir={tmp_path / 'cache'}"]),
+                  run_dir=tmp_path / "run")
+    results = json.loads(json.dumps(results))
+    metric, chance = chance_level(recipe, results)
+    for role in ("teacher", "student"):
+        assert results[role]["metrics"][metric] > chance, (role, metric, results[role]["metrics"][metric], chance)
 
 
 @pytest.mark.slow

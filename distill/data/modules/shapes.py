@@ -41,3 +41,6 @@ class SyntheticShapesDataModule(ArrayDataModule):
             images = render_shapes(labels, self.image_size, seed=self.seed * 10 + offset)
             splits[name] = Split(images, labels.astype(np.int64))
         return splits
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size}
