@@ -30,9 +30,11 @@ def test_recipe_composes_the_distilled_default_and_its_alternatives():
     assert spec.name == "dkd" and spec.kwargs == {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}
     assert isinstance(DKDLoss(**spec.kwargs), DKDLoss) and ground_truth.weight == 1.0
     # the teacher sees the full decoded images, whatever the student's resolution (one teacher per sweep)
-    assert cfg.teacher.resolution == cfg.data.image_size == 32
-    sweep_row = compose_config(["recipe=dogs", "student.width_multiplier=1.0", "data.resolution=28"])
-    assert sweep_row.teacher.resolution == 32
+    assert cfg.teacher.resolution == cfg.data.image_size == 64
+    sweep_row = compose_config(["recipe=dogs", "student.width_multiplier=1.0", "data.resolution=56"])
+    assert sweep_row.teacher.resolution == 64
+    # the student learns from unlabelled images too: twice as many as its labelled ones
+    assert cfg.data.num_unlabelled == 2 * cfg.data.num_train
     inception = compose_config(["recipe=dogs", "teacher=inception_v3", "data.image_size=96"])
     assert inception.teacher.builder.model_name == "inception_v3" and inception.teacher.resolution == 96
 
@@ -68,6 +70,8 @@ def test_tiny_dogs_run_writes_top1_top5_and_confusions(tiny_run):
         for pair in confusions:
             assert pair["true"] != pair["predicted"]
             assert pair["true"].split()[1] in {"plain", "spotted"}  # classes 0-9: plain and spotted coats
-    assert saved["data"]["splits"] == {"teacher_train": 80, "train": 60, "test": 40}
+    # the student's split: its 60 labelled images and 20 more without labels
+    assert saved["data"]["splits"] == {"teacher_train": 80, "train": 80, "test": 40}
+    assert saved["data"]["unlabelled"] == 20
     assert saved["data"]["classes"] == 10
     assert results["student"]["metrics"]["top1"] == saved["student"]["metrics"]["top1"]
