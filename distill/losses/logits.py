@@ -65,8 +65,8 @@ class DKDLoss(DistillationLoss):
         batch, num_classes = student.shape
         if num_classes < 2:
             raise ValueError(f"DKDLoss: needs at least 2 classes, got logits of shape {tuple(student.shape)}")
-        if target is None:
-            target = teacher.argmax(dim=1)
+        if target is None:  # no labels at all: every image is unlabelled
+            target = torch.full((batch,), UNLABELLED, dtype=torch.long)
         target = self._check_target(target, batch, num_classes).to(student.device)
         target = torch.where(target == UNLABELLED, teacher.argmax(dim=1), target)
 
