@@ -87,18 +87,18 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
         return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
                 "num_unlabelled": self.num_unlabelled, "seed": self.seed, "generator": source_digest(synthetic_dogs)}
 
+    def _render_balanced(self, count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` images balanced over the breeds, shuffled, and their labels; a function of (seed, offset)."""
+        rng = np.random.default_rng([self.seed, 1000 + offset])
+        labels = rng.permutation(np.arange(count) % self._num_classes).astype(np.int64)
+        return render_dogs(labels, self.image_size, seed=self.seed * 10 + offset), labels
+
     def build_splits(self) -> dict[str, Split]:
-        splits = {}
-        for offset, (name, count) in enumerate(self.sizes.items()):
-            rng = np.random.default_rng([self.seed, 1000 + offset])
-            labels = rng.permutation(np.arange(count) % self._num_classes).astype(np.int64)
-            images = render_dogs(labels, self.image_size, seed=self.seed * 10 + offset)
-            splits[name] = Split(images, labels)
+        splits = {name: Split(*self._render_balanced(count, offset))
+                  for offset, (name, count) in enumerate(self.sizes.items())}
         if self.num_unlabelled:
-            offset = len(self.sizes)  # the labelled splits' images stay those of a run without unlabelled ones
-            rng = np.random.default_rng([self.seed, 1000 + offset])
-            hidden = rng.permutation(np.arange(self.num_unlabelled) % self._num_classes).astype(np.int64)
-            extra = render_dogs(hidden, self.image_size, seed=self.seed * 10 + offset)
+            # the next offset, so the labelled splits' images stay those of a run without unlabelled ones
+            extra, hidden = self._render_balanced(self.num_unlabelled, len(self.sizes))
             train = splits["train"]
             splits["train"] = Split(np.concatenate([train.images, extra]),
                                     np.concatenate([train.targets, np.full_like(hidden, UNLABELLED)]))
