@@ -15,6 +15,7 @@ from distill import load_student
 from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.engine.trainers import configured_callbacks, configured_logger
 from distill.losses import create_loss
+from distill.models.checkpoint import save_student
 from distill.tasks.base import GROUND_TRUTH
 
 RECIPES = ["smoke", "dogs", "facenet", "face_attributes", "planet", "coco"]
@@ -59,6 +60,7 @@ def test_recipe_option_composes_and_builds_every_part(recipe, option, tmp_path):
         student, builder, kwargs = task.build_model(student_cfg, num_classes=7, resolution=cfg.data.resolution)
         assert kwargs["num_classes"] == 7
     assert sum(p.numel() for p in student.parameters()) > 0
+    save_student(tmp_path / "student.ckpt", student, builder, kwargs)  # the built kwargs are plain data
     callbacks = configured_callbacks(cfg, tmp_path)
     assert any(type(c).__name__ == "ModelCheckpoint" and c.dirpath == str(tmp_path / "checkpoints") for c in callbacks)
     assert configured_logger(cfg, tmp_path).log_dir.startswith(str(tmp_path))

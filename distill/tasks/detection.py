@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.models.detection.ssd import SSD
 
@@ -58,6 +59,8 @@ class DetectionTask(Task):
     compressible = False
 
     def __init__(self, detector: Mapping[str, Any]) -> None:
+        if isinstance(detector, DictConfig):  # plain lists and dicts: the options go into the student checkpoint
+            detector = OmegaConf.to_container(detector, resolve=True)
         detector = dict(detector)
         self.kind = str(detector.get("kind"))
         if self.kind not in DETECTOR_KINDS:
