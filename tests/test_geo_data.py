@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import default_collate
 
+from distill.core.labels import UNLABELLED
 from distill.data.modules.geo import GeoCSVDataModule, SyntheticGeoDataModule
 from distill.data.readers.geo_csv import read_geo_csv
 from distill.data.readers.image_files import CorruptImageError
 from distill.data.synthetic.geo_photos import CITIES, render_places, sample_places
 from distill.metrics import great_circle_km
+from distill.tasks.base import GROUND_TRUTH
+from distill.tasks.geolocation import GeolocationTask, known_places
 
 TINY = dict(image_size=24, num_teacher_train=300, num_train=200, num_test=120, t1=40, t2=4, batch_size=16)
 
@@ -45,6 +51,78 @@ def test_targets_are_the_cells_of_the_places():
     summary = data.summary()
     assert summary["cells"] == len(partition) and summary["t1"] == 40
     assert summary["outside_partition"]["test"] == int((data.split("test").targets < 0).sum())
+
+
+def test_unlabelled_photos_join_the_students_split_only():
+    plain = SyntheticGeoDataModule(seed=0, **TINY)
+    more = SyntheticGeoDataModule(seed=0, num_unlabelled=30, **TINY)
+    labelled, train = plain.split("train"), more.split("train")
+    n = len(labelled)
+    assert len(train) == n + 30 and train.images.shape[1:] == (24, 24, 3)
+    assert np.array_equal(train.targets[:n], labelled.targets) and (train.targets[n:] == UNLABELLED).all()
+    assert (labelled.targets >= 0).all()  # so UNLABELLED in train marks exactly the added photos
+    assert np.array_equal(train.images[:n], labelled.images)
+    assert np.array_equal(train.extras["latlon"][:n], labelled.extras["latlon"])
+    assert train.extras["latlon"].shape == (n + 30, 2) and np.isnan(train.extras["latlon"][n:]).all()  # hidden
+    assert not any(np.array_equal(image, train.images[n]) for image in labelled.images)  # new photos
+    for name in ("teacher_train", "test"):
+        a, b = plain.split(name), more.split(name)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.targets, b.targets)
+        assert np.array_equal(a.extras["latlon"], b.extras["latlon"])
+    # the partition is built from the labelled places alone: the same cells, counts and thresholds
+    assert more.partition.tokens == plain.partition.tokens and more.num_classes == plain.num_classes
+    assert np.array_equal(more.partition.counts, plain.partition.counts)
+    assert more.partition.dropped_photos == plain.partition.dropped_photos
+    assert np.array_equal(known_places(train), labelled.extras["latlon"])
+    summary, before = more.summary(), plain.summary()
+    assert summary["unlabelled"] == 30 and before["unlabelled"] == 0
+    assert summary["splits"]["train"] == n + 30 and summary["outside_partition"] == before["outside_partition"]
+    assert more.fingerprint() != plain.fingerprint()
+    assert SyntheticGeoDataModule(seed=0, num_unlabelled=0, **TINY).fingerprint() == plain.fingerprint()
+    with pytest.raises(ValueError, match=r"data\.num_unlabelled must be >= 0, got -1"):
+        SyntheticGeoDataModule(seed=0, num_unlabelled=-1, **TINY)
+
+
+def test_geolocation_maps_leave_the_unlabelled_photos_out(tmp_path, monkeypatch):
+    from distill.tasks import geolocation
+
+    drawn = {}
+    monkeypatch.setattr(geolocation, "plot_partition", lambda partition, latlon, path: drawn.update(latlon=latlon))
+    plain = SyntheticGeoDataModule(seed=0, **TINY)
+    more = SyntheticGeoDataModule(seed=0, num_unlabelled=30, **TINY)
+    GeolocationTask(maps=True).save_artifacts(more, tmp_path)
+    expected = np.concatenate([plain.split(name).extras["latlon"] for name in ("teacher_train", "train")])
+    assert np.array_equal(drawn["latlon"], expected) and np.isfinite(drawn["latlon"]).all()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_geolocation_student_step_skips_unlabelled_photos(label_smoothing):
+    data = SyntheticGeoDataModule(seed=0, num_unlabelled=12, resolution=24, **TINY)
+    train = data.split("train")
+    n = len(train) - 12
+    dataset = data.dataset("train", augment=False)
+    rows = [0, n, 1, n + 1, 2, n + 5, 3, 4]  # labelled and unlabelled photos mixed
+    batch = default_collate([dataset[(row, 0)] for row in rows])
+    labelled = batch["target"] != UNLABELLED
+    assert int(labelled.sum()) == 5 and bool((batch["target"][labelled] >= 0).all())
+    task = GeolocationTask(label_smoothing=label_smoothing, maps=False)
+    torch.manual_seed(0)
+    student, _, _ = task.build_model({"_target_": "distill.models.mobilenet.MobileNetV1", "width_multiplier": 0.25},
+                                     num_classes=data.num_classes, resolution=24)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    step = task.student_step(student.train(), batch, with_losses=True)
+    loss = step.losses[GROUND_TRUTH]
+    by_hand = F.cross_entropy(step.output[labelled], batch["target"][labelled], label_smoothing=label_smoothing)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    # the unlabelled rows get no gradient from the labels: as if they were not scored at all
+    grad_out = torch.autograd.grad(loss, step.output, retain_graph=True)[0]
+    assert torch.count_nonzero(grad_out[~labelled]) == 0 and torch.count_nonzero(grad_out[labelled]) > 0
+    before = [p.detach().clone() for p in student.parameters()]
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, student.parameters()))
 
 
 def test_places_cluster_around_cities():

@@ -4,7 +4,8 @@ Models output one logit per cell of the data's partition; a photo is placed at t
 cell and judged by the great-circle distance to where it was taken: the share within 1 / 25 / 200 / 750 / 2500 km
 (street / city / region / country / continent), the median error, and the cell (top-1) accuracy. Teacher and
 student are evaluated by this same code. Fitting and the ground-truth loss are the classification task's
-(cross-entropy over cells).
+(cross-entropy over cells; the student's ``UNLABELLED`` photos, whose places are hidden, are skipped by it and left
+off the maps).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.core.labels import UNLABELLED
 from distill.metrics import GeolocationAccuracy
 from distill.tasks.base import predict
 from distill.tasks.classification import ClassificationTask
 from distill.tasks.geo_maps import plot_errors, plot_partition
 
-__all__ = ["GEO_METRIC_SCALES_KM", "GeolocationTask", "geolocation_metrics"]
+__all__ = ["GEO_METRIC_SCALES_KM", "GeolocationTask", "geolocation_metrics", "known_places"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ def geolocation_metrics(logits: torch.Tensor, targets: torch.Tensor | np.ndarray
     if targets is not None:
         metrics["top1"] = float((predicted_cell == np.asarray(targets)).mean())
     return metrics, predicted
+
+
+def known_places(split: Any) -> np.ndarray:
+    """The places (M, 2) of a training split's photos whose place is known: not the ``UNLABELLED`` ones (their
+    places hidden, NaN). Not for the test split, where -1 marks a known place outside every cell."""
+    latlon = np.asarray(split.extras["latlon"], dtype=np.float64).reshape(-1, 2)
+    known = np.isfinite(latlon).all(axis=1)
+    if split.targets is not None:
+        known &= np.asarray(split.targets).reshape(-1) != UNLABELLED
+    return latlon[known]
 
 
 class GeolocationTask(ClassificationTask):
@@ -84,7 +96,7 @@ class GeolocationTask(ClassificationTask):
         partition.save(run_dir / "partition.json")
         artifacts: dict[str, Any] = {"partition": "partition.json", "partition_data": partition.to_dict()}
         if self.maps:
-            training = [datamodule.split(name).extras["latlon"] for name in ("teacher_train", "train")
+            training = [known_places(datamodule.split(name)) for name in ("teacher_train", "train")
                         if datamodule.has_split(name)]
             plot_partition(partition, np.concatenate(training), run_dir / "world_cells.png")
             artifacts["maps"] = {"cells": "world_cells.png"}

@@ -7,7 +7,8 @@ training photos outside the cells out (they have no class, as in PlaNet) and kee
 distance to the prediction, whatever its cell). Each split carries its places as ``extras["latlon"]`` (N, 2)
 degrees, which the geolocation task measures distances with.
 
-- ``SyntheticGeoDataModule``: photos rendered from their places (``distill.data.synthetic.geo_photos``);
+- ``SyntheticGeoDataModule``: photos rendered from their places (``distill.data.synthetic.geo_photos``), and
+  optionally (``num_unlabelled``) more training photos for the student whose places are hidden (``UNLABELLED``);
 - ``GeoCSVDataModule``: ``path,lat,lon`` CSVs (``distill.data.readers.geo_csv``), images under a root; bad rows and
   images whose header does not read are skipped (or rejected with ``strict``) and listed in ``summary()``, which the
   engine writes to results.json ("data"). The images are decoded into memory when the set is small (``in_memory``)
@@ -30,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.labels import UNLABELLED
 from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
@@ -239,11 +241,19 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
 
     The partition is built from the teacher_train and train places (PlaNet's t1, t2 scaled to the data's size);
     training photos outside the kept cells are left out, test photos all kept (target -1 outside the cells).
+
+    ``num_unlabelled`` more photos join the student's ``train`` split after its labelled ones, without their places:
+    target ``UNLABELLED``, ``extras["latlon"]`` NaN. They are rendered from their own seeds, so the labelled splits
+    and the partition (built from the labelled places only) are those of a run without them; the teacher's soft
+    targets teach on them, the labels' cross-entropy skips them.
     """
 
     def __init__(self, image_size: int = 48, num_teacher_train: int = 6000, num_train: int = 4000,
-                 num_test: int = 1500, **kwargs: Any) -> None:
+                 num_test: int = 1500, num_unlabelled: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if int(num_unlabelled) < 0:
+            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
+        self.num_unlabelled = int(num_unlabelled)
         if int(image_size) < 16:
             raise ValueError(f"data.image_size must be >= 16, got {image_size}")
         self.image_size = int(image_size)
@@ -253,8 +263,8 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
                 raise ValueError(f"data.num_{name} must be positive, got {count}")
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
-                "partition": self.partition_settings(), "generator": source_digest(geo_photos)}
+        return {"image_size": self.image_size, "sizes": self.sizes, "num_unlabelled": self.num_unlabelled,
+                "seed": self.seed, "partition": self.partition_settings(), "generator": source_digest(geo_photos)}
 
     def build_splits(self) -> dict[str, Split]:
         places = {name: sample_places(count, np.random.default_rng([self.seed, 3000 + offset]))
@@ -265,7 +275,18 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
             keep = self.kept(name, targets[name])
             images = render_places(places[name][keep], self.image_size, seed=[self.seed, 10 + offset])
             splits[name] = Split(images, targets[name][keep], extras={"latlon": places[name][keep]})
+        if self.num_unlabelled:
+            # the next offset, so the labelled splits (and the partition, built from their places above, which
+            # these photos never reach) stay those of a run without unlabelled ones
+            offset = len(self.sizes)
+            hidden = sample_places(self.num_unlabelled, np.random.default_rng([self.seed, 3000 + offset]))
+            extra = render_places(hidden, self.image_size, seed=[self.seed, 10 + offset])
+            train = splits["train"]
+            splits["train"] = Split(
+                np.concatenate([train.images, extra]),
+                np.concatenate([train.targets, np.full(self.num_unlabelled, UNLABELLED, dtype=train.targets.dtype)]),
+                extras={"latlon": np.concatenate([train.extras["latlon"], np.full((self.num_unlabelled, 2), np.nan)])})
         return splits
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "image_size": self.image_size}
+        return {**super().summary(), "image_size": self.image_size, "unlabelled": self.num_unlabelled}
