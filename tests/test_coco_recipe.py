@@ -32,6 +32,9 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     assert dict(faster.loss.terms) == {"ground_truth": {"weight": 1.0}}
     distilled_faster = compose_config(["recipe=coco", "detector=faster_rcnn"])
     assert distilled_faster.loss.terms.head_imitation.teacher == "rpn.head"
+    # each detector's own imitation weight (measured per detector in recipes/coco/README.md)
+    assert distilled_faster.loss.terms.feature_imitation.weight == 15.0 and terms.feature_imitation.weight == 1.0
+    assert distilled_faster.detector.options.roi_output_size == 7  # CPU-sized crops by default
     real = compose_config(["recipe=coco", "data=coco"])
     assert real.data._target_ == "distill.data.modules.coco.CocoDataModule" and real.data.resolution == 300
     with pytest.raises(InstantiationException, match="data.root and data.ann_file are required"):
