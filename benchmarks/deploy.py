@@ -2,6 +2,8 @@
 
     python benchmarks/deploy.py                                     # widths 1.0 0.75 0.5 0.25, 1 and 2 threads
     python benchmarks/deploy.py --widths 0.25 --threads 1 --runs 3  # a quick check that everything runs
+    python benchmarks/deploy.py --checkpoints run/student.ckpt run/student.pruned.ckpt --threads 1 --no-compile
+                                                                    # trained students (e.g. pruned against unpruned)
 
 Five ways to run the same network, side by side in one process (interleaved run by run, the median counts,
 ``distill.core.deploy_latency.measure_side_by_side``), at each thread count:
@@ -40,6 +42,7 @@ from distill.core.deploy import TensorCalibrationReader, export_onnx, quantize_o
 from distill.core.deploy_latency import eager_runner, measure_side_by_side, ort_runner
 from distill.engine.compression.quantize import ptq_torchao
 from distill.engine.quiet import quiet_third_party
+from distill.models.checkpoint import load_student
 from distill.models.mobilenet import MobileNetV1
 
 RUNTIMES = ("eager", "compile", "ort_fp32", "ort_int8", "torchao_int8")
@@ -89,12 +92,23 @@ def _torchao_int8(model: torch.nn.Module, resolution: int, batches: list[torch.T
         return None, f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
 
 
+def _models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
+    """(label, network) pairs: the student checkpoints given, else a fresh MobileNetV1 per width."""
+    if args.checkpoints:
+        return [(path.name, load_student(path).eval()) for path in args.checkpoints]
+    models = []
+    for width in args.widths:
+        torch.manual_seed(0)
+        models.append((f"{width}", MobileNetV1(width_multiplier=width, num_classes=args.dim).eval()))
+    return models
+
+
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # constant weights: prepacked (float32 and int8 alike)
     results: dict[str, Any] = {"resolution": args.resolution, "dim": args.dim, "runs": args.runs, "rows": [],
-                               "gemm": {}, "notes": []}
+                               "gemm": {}, "notes": [], "checkpoints": [str(p) for p in args.checkpoints or []]}
     for threads in args.threads:
         results["gemm"][threads] = {dtype: gemm_macs_per_s(dtype, args.gemm_size, threads)
                                     for dtype in ("float32", "int8")}
@@ -103,18 +117,16 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                    for _ in range(max(1, args.calibration // 8))]
     example = torch.randn(1, 3, args.resolution, args.resolution, generator=generator)
     with tempfile.TemporaryDirectory(prefix="distill-deploy-") as folder:
-        for width in args.widths:
-            torch.manual_seed(0)
-            model = MobileNetV1(width_multiplier=width, num_classes=args.dim).eval()
+        for index, (label, model) in enumerate(_models(args)):
             mult_adds = profile(model, (3, args.resolution, args.resolution)).mult_adds
-            fp32 = export_onnx(model, Path(folder) / f"mobilenet_{width}.onnx", args.resolution, check=False)
-            int8 = quantize_onnx_int8(fp32, Path(folder) / f"mobilenet_{width}.int8.onnx",
+            fp32 = export_onnx(model, Path(folder) / f"model_{index}.onnx", args.resolution, check=False)
+            int8 = quantize_onnx_int8(fp32, Path(folder) / f"model_{index}.int8.onnx",
                                       TensorCalibrationReader(calibration))
             fp32_size, int8_size = fp32.stat().st_size, int8.stat().st_size
             quantized, failure = (None, "skipped (--no-torchao)") if args.no_torchao else \
                 _torchao_int8(model, args.resolution, calibration)
             if failure:
-                results["notes"].append(f"width {width}: torchao int8 unavailable: {failure}")
+                results["notes"].append(f"{label}: torchao int8 unavailable: {failure}")
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 runners: dict[str, Any] = {"eager": eager_runner(model), "compile": None,
@@ -126,11 +138,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         if quantized is not None:
                             runners["torchao_int8"] = eager_runner(_compiled(quantized, example))
                     except Exception as error:  # no C++ compiler, an Inductor failure: reported, not fatal
-                        results["notes"].append(f"width {width}, {threads} thread(s): torch.compile failed: "
+                        results["notes"].append(f"{label}, {threads} thread(s): torch.compile failed: "
                                                 f"{type(error).__name__}: {str(error).strip()[:200]}")
                 measured = measure_side_by_side(runners, args.resolution, threads=threads, runs=args.runs,
                                                 warmup=args.warmup, batch_runs=0)
-                results["rows"].append({"width": width, "threads": threads, "mult_adds": mult_adds,
+                results["rows"].append({"model": label, "threads": threads, "mult_adds": mult_adds,
                                         "onnx_fp32_bytes": fp32_size, "onnx_int8_bytes": int8_size,
                                         "latency_ms": measured["latency_b1_ms"]})
     return results
@@ -145,7 +157,8 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
 
 
 def to_markdown(results: dict[str, Any]) -> str:
-    header = ["width", "threads", "M mult-adds", *(f"{LABELS[r]} ms" for r in RUNTIMES), "ORT int8 vs fp32",
+    header = ["model" if results.get("checkpoints") else "width", "threads", "M mult-adds",
+              *(f"{LABELS[r]} ms" for r in RUNTIMES), "ORT int8 vs fp32",
               "best int8 vs eager", "fp32 limit ms", "int8 limit ms", "ORT int8 / int8 limit", "int8 / fp32 file"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for row in results["rows"]:
@@ -154,7 +167,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                   for dtype in ("float32", "int8")}
         int8 = [v for v in (latency["ort_int8"], latency["torchao_int8"]) if v is not None]
         lines.append("| " + " | ".join([
-            f"{row['width']}", str(row["threads"]), f"{row['mult_adds'] / 1e6:.1f}",
+            row["model"], str(row["threads"]), f"{row['mult_adds'] / 1e6:.1f}",
             *(_ms(latency[r]) for r in RUNTIMES),
             _ratio(latency["ort_fp32"], latency["ort_int8"]),
             _ratio(latency["eager"], min(int8) if int8 else None),
@@ -165,7 +178,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     gemm_lines = [f"- {threads} thread(s): float32 GEMM {_rate(rates['float32'])}, int8 GEMM "
                   f"{_rate(rates['int8'])}" for threads, rates in results["gemm"].items()]
     notes = [f"- {note}" for note in results["notes"]]
-    return "\n".join([f"MobileNetV1, {results['resolution']} px, {results['dim']}-d output, batch 1, median of "
+    what = "Student checkpoints" if results.get("checkpoints") else f"MobileNetV1, {results['dim']}-d output"
+    return "\n".join([f"{what}, {results['resolution']} px, batch 1, median of "
                       f"{results['runs']} runs; ratios are speed-ups (x > 1: faster).", "", *lines, "",
                       "Compute limit (mult-adds / GEMM multiply-accumulates per second):", *gemm_lines,
                       *(["", "Notes:", *notes] if notes else [])]) + "\n"
@@ -187,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gemm-size", type=int, default=1024, help="the GEMM microbenchmark's matrix size")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (and torchao int8)")
     parser.add_argument("--no-torchao", action="store_true", help="skip torchao int8")
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=None,
+                        help="student checkpoints (distill.load_student) to measure instead of the widths; "
+                             "--resolution is their input size")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = parser.parse_args(argv)
     quiet_third_party()

@@ -170,6 +170,11 @@ def test_pruning_reaches_its_target_and_profile_counts_it_exactly(pruned, fitted
     assert counted.mult_adds == pruned.mult_adds_after == _hand_count(pruned.kwargs, RES)
     assert counted.mult_adds < profile(fitted, (3, RES, RES)).mult_adds
     assert pruned.model(torch.zeros(2, 3, RES, RES)).shape == (2, 10)  # the output keeps its size
+    base = MobileNetV1(**pruned.kwargs["base_kwargs"])
+    for key, count in pruned.kwargs["channels"].items():  # round_to=8: pruned layers keep multiples of 8
+        module_name, attribute = key.rsplit(".", 1)
+        if getattr(base.get_submodule(module_name), attribute) % 8 == 0:
+            assert count % 8 == 0, (key, count)
 
 
 def test_pruned_checkpoint_round_trips_with_weights_only(pruned, images, tmp_path):
@@ -232,6 +237,8 @@ def test_export_onnx_refuses_a_graph_that_differs(fitted, tmp_path, monkeypatch)
     ({"methods": ["int8_ptq"], "backend": "tensorrt"}, "backend must be one of"),
     ({"methods": ["int8_ptq"], "backend": "torchao", "per_channel": False}, "per_channel=false"),
     ({"methods": ["prune"], "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
+    ({"methods": ["prune"], "round_to": 0}, r"round_to must be in \[1, inf\] \(1: no rounding\)"),
+    ({"methods": ["prune"], "prune_lr_scale": 0}, r"prune_lr_scale must be in \(0, inf\]"),
 ])
 def test_bad_requests_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -318,7 +325,7 @@ def test_the_command_prunes_and_quantisation_aware_distils_a_finished_run(ptq_ru
     from distill import compress
 
     _, run_dir = ptq_run
-    assert compress.main([str(run_dir), "methods=[prune,int8_qat]", "epochs=1", "tolerance=0.05",
+    assert compress.main([str(run_dir), "methods=[prune,int8_qat]", "epochs=1", "prune_epochs=1", "tolerance=0.05",
                           *(item.removeprefix("compress.") for item in FAST_JUDGING)]) == 0
     assert "| prune+int8_qat |" in capsys.readouterr().out
     entries = {entry["method"]: entry for entry in json.loads((run_dir / "results.json").read_text())["compressed"]}

@@ -62,8 +62,12 @@ def output_layer(model: nn.Module, resolution: int) -> nn.Module:
 
 def prune_to_target(model: nn.Module, builder: str, kwargs: dict[str, Any], resolution: int, *, target: float,
                     tolerance: float = 0.02, importance: str = "l2", max_layer_pruning: float = 0.8,
-                    steps: int = 100) -> PruneResult:
-    """Prune ``model`` (in place; rebuilt by ``builder(**kwargs)``) to ``target`` of its mult-adds (+- tolerance)."""
+                    steps: int = 100, round_to: int = 8) -> PruneResult:
+    """Prune ``model`` (in place; rebuilt by ``builder(**kwargs)``) to ``target`` of its mult-adds (+- tolerance).
+
+    ``round_to``: every pruned layer keeps a multiple of this many channels (where it had one): runtimes block
+    channels in groups of 8 or 16, and a pruned network with odd counts can run slower than the unpruned one.
+    """
     try:
         import torch_pruning as tp
     except ImportError as error:
@@ -77,7 +81,8 @@ def prune_to_target(model: nn.Module, builder: str, kwargs: dict[str, Any], reso
     pruner = tp.pruner.MetaPruner(
         model, torch.randn(1, *size, generator=torch.Generator().manual_seed(0)), importance=scorer,
         global_pruning=True, pruning_ratio=max_layer_pruning, max_pruning_ratio=max_layer_pruning,
-        iterative_steps=steps, ignored_layers=[output_layer(model, resolution)])
+        iterative_steps=steps, ignored_layers=[output_layer(model, resolution)],
+        round_to=round_to if round_to > 1 else None)
     after, taken = before, 0
     while after > (target + tolerance) * before and taken < steps:
         with torch.no_grad():

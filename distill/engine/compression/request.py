@@ -39,6 +39,9 @@ class CompressRequest:
     importance: str = "l2"
     max_layer_pruning: float = 0.8
     pruning_steps: int = 100
+    round_to: int = 8
+    prune_epochs: int = 6
+    prune_lr_scale: float = 1.0
     threads: int | None = None
     latency_runs: int = 20
     throughput_batch: int = 32
@@ -119,6 +122,9 @@ def parse_request(settings: Mapping[str, Any] | None) -> CompressRequest:
         importance=str(merged["importance"]),
         max_layer_pruning=_number(merged, "max_layer_pruning", float, low=0, high=1, low_open=True, high_open=True),
         pruning_steps=_number(merged, "pruning_steps", int, low=1),
+        round_to=_number(merged, "round_to", int, low=1, hint=" (1: no rounding)"),
+        prune_epochs=_number(merged, "prune_epochs", int, low=0),
+        prune_lr_scale=_number(merged, "prune_lr_scale", float, low=0, low_open=True),
         threads=threads,
         latency_runs=_number(merged, "latency_runs", int, low=1),
         throughput_batch=_number(merged, "throughput_batch", int, low=1),

@@ -140,9 +140,9 @@ class _Chain:
             result = prune_to_target(self.current, self.builder, self.kwargs, resolution,
                                      target=request.target_mult_adds, tolerance=request.tolerance,
                                      importance=request.importance, max_layer_pruning=request.max_layer_pruning,
-                                     steps=request.pruning_steps)
+                                     steps=request.pruning_steps, round_to=request.round_to)
             pruned = finetune(self.cfg, self.run_dir, self.template, result.model, self.task, self.datamodule,
-                              epochs=request.epochs, lr_scale=request.lr_scale, name="prune").eval()
+                              epochs=request.prune_epochs, lr_scale=request.prune_lr_scale, name="prune").eval()
             self.builder, self.kwargs, self.stem = result.builder, result.kwargs, "student.pruned"
             checkpoint = self.run_dir / f"{self.stem}.ckpt"
             save_student(checkpoint, pruned, self.builder, self.kwargs, meta=meta)
@@ -152,7 +152,8 @@ class _Chain:
                                 fp32_onnx=self.current_onnx, int8_onnx=None, device=self.device, details={
                                     "mult_adds_ratio": round(result.mult_adds_after / self.base_mult_adds, 4),
                                     "target_mult_adds": request.target_mult_adds, "pruning_steps": result.steps,
-                                    "importance": request.importance, "epochs": request.epochs})
+                                    "importance": request.importance, "round_to": request.round_to,
+                                    "epochs": request.prune_epochs, "lr_scale": request.prune_lr_scale})
             save_student(checkpoint, pruned, self.builder, self.kwargs,
                          meta={**meta, "metrics": _scalars(entry["metrics"])})
             return entry
