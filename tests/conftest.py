@@ -29,7 +29,7 @@ TINY = {
              "data.num_teacher_train=80", "data.num_train=60", "data.num_unlabelled=20", "data.num_test=40", "data.batch_size=20", "teacher.fit.epochs=1", "trainer.max_epochs=1",
              "student.width_multiplier=0.25", "latency_runs=0", "progress=false"],
     "facenet": ["recipe=facenet", "data.image_size=80", "data.num_identities=6", "data.images_per_identity=4",
-                "data.train_images_per_identity=3", "data.num_test_identities=20", "data.test_images_per_identity=3",
+                "data.train_images_per_identity=3", "data.num_train_identities=6", "data.num_test_identities=20", "data.test_images_per_identity=3",
                 "data.pairs_per_fold=4", "data.batch_size=16", "data.num_views=1", "data.resolution=64",
                 "teacher.fit.epochs=1", "teacher.fit.batch_size=12", "student.width_multiplier=0.25",
                 "trainer.max_epochs=1", "latency_ort=false", "progress=false"],

@@ -30,8 +30,11 @@ def test_recipe_composes_the_papers_parts():
     assert dict(cfg.loss.terms) == {"embedding_mse": {"weight": 1.0, "normalize": True}}  # unit embeddings
     assert "ground_truth" not in cfg.loss.terms
     assert (cfg.data.num_folds, cfg.data.pairs_per_fold) == (10, 300)  # LFW: 3000 same + 3000 different pairs
-    baseline = compose_config(["recipe=facenet", "loss=labels_only"])  # no teacher signal leaks into the baseline
-    assert dict(baseline.loss.terms) == {"ground_truth": {"weight": 1.0}}
+    # the student distils on other people than the teacher's, unlabelled: 600 people x 4 renderings
+    assert (cfg.data.num_train_identities, cfg.data.train_images_per_identity) == (600, 4)
+    baseline = compose_config(["recipe=facenet", "loss=labels_only", "data.num_train_identities=0",
+                               "data.train_images_per_identity=12"])  # the teacher's labelled people
+    assert dict(baseline.loss.terms) == {"ground_truth": {"weight": 1.0}}  # no teacher signal leaks into it
 
 
 def test_face_folder_config_builds_the_real_data_module(tmp_path):

@@ -142,8 +142,8 @@ class Task:
             raise ValueError(
                 f"loss.terms.{GROUND_TRUTH} needs labels on the student's training images, but "
                 f"{type(datamodule).__name__} serves its 'train' split without labels; remove the term "
-                f"(~loss.terms.{GROUND_TRUTH}) or use data that labels them (e.g. data.student_labels=true where the "
-                f"data module has that option)")
+                f"(~loss.terms.{GROUND_TRUTH}) or use data that labels them (e.g. data.student_labels=true, or "
+                f"data.num_train_identities=0 for the synthetic faces, where the data module has that option)")
 
     # --- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,
