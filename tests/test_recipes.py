@@ -128,7 +128,10 @@ def test_tiny_recipe_runs_end_to_end_through_the_engine(recipe, tiny_run):
 LEARNS = {
     "dogs": ["data.num_teacher_train=400", "data.num_train=200", "data.num_test=100", "teacher.fit.epochs=6",
              "trainer.max_epochs=6", "student.width_multiplier=0.5"],
-    "planet": ["data.num_teacher_train=600", "data.num_train=400", "teacher.fit.epochs=4", "trainer.max_epochs=4"],
+    # labelled photos only: at this size the teacher's soft targets on unlabelled photos are too weak to teach in 4
+    # epochs (the default's unlabelled photos are measured in recipes/planet/README.md)
+    "planet": ["data.num_teacher_train=600", "data.num_train=400", "data.num_unlabelled=0", "teacher.fit.epochs=4",
+               "trainer.max_epochs=4"],
     "facenet": ["data.num_identities=20", "data.images_per_identity=8", "data.num_train_identities=60",
                 "data.train_images_per_identity=4", "teacher.fit.epochs=8",
                 "trainer.max_epochs=8", "student.width_multiplier=0.5"],
