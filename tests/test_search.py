@@ -77,14 +77,35 @@ def test_a_resumed_search_keeps_its_trials_and_draws_what_an_uninterrupted_one_w
     resumed_train = FakeTrainer()
     resumed = run_search(_cfg(tmp_path, *settings, "search.trials=3"), search_dir=tmp_path / "a",
                          train=resumed_train)
-    assert len(_trials(resumed, "complete")) == 3
-    done_before = _trials(first, "complete")
-    assert [(t["params"], t["metric"]) for t in _trials(resumed, "complete")[:2]] == \
-        [(t["params"], t["metric"]) for t in done_before]
-    assert len(resumed_train.calls) <= 1  # only the third trial (none when it repeats an earlier candidate)
+    trained = [t for t in _trials(resumed, "complete") if "repeat_of" not in t]
+    assert len(trained) == 3
+    done_before = [t for t in _trials(first, "complete") if "repeat_of" not in t]
+    assert [(t["params"], t["metric"]) for t in trained[:2]] == [(t["params"], t["metric"]) for t in done_before]
+    assert len(resumed_train.calls) == 1  # only the third student
     straight = run_search(_cfg(tmp_path, *settings, "search.trials=3"), search_dir=tmp_path / "b",
                           train=FakeTrainer())
     assert [t["params"] for t in straight["trials"]] == [t["params"] for t in resumed["trials"]]
+
+
+def test_a_candidate_drawn_again_is_not_trained_again_and_does_not_count(tmp_path):
+    # two candidates in the space: 0.25 and 0.3125 MobileNet-16
+    space = ["search.space.width=[0.25,0.3125]", "search.space.resolution=[16,16]", "budget.mult_adds=100000000",
+             "search.retrain=false"]
+    train = FakeTrainer()
+    summary = run_search(_cfg(tmp_path, *space, "search.trials=2", "search.max_infeasible=20"),
+                         search_dir=tmp_path / "two", train=train)
+    assert sorted(train.calls) == [(0.25, 16, 1), (0.3125, 16, 1)]  # both trained, once each
+    repeats = [t for t in _trials(summary, "complete") if "repeat_of" in t]
+    assert all(t["metric"] == summary["trials"][t["repeat_of"]]["metric"] for t in repeats)
+    assert len({json.dumps(t["params"], sort_keys=True) for t in json.loads(
+        (tmp_path / "two" / "front.json").read_text())["front"]}) == len(json.loads(
+        (tmp_path / "two" / "front.json").read_text())["front"])  # the front lists a candidate once
+    # asked for more students than the space holds: stops after search.max_infeasible repeats, nothing retrained
+    exhausted_train = FakeTrainer()
+    exhausted = run_search(_cfg(tmp_path, *space, "search.trials=3", "search.max_infeasible=3"),
+                           search_dir=tmp_path / "exhausted", train=exhausted_train)
+    assert len(exhausted_train.calls) == 2
+    assert sum("repeat_of" in t for t in _trials(exhausted, "complete")) == 3
 
 
 def test_a_latency_budget_measured_from_a_reference_student_filters_by_measured_latency(tmp_path):

@@ -37,7 +37,8 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The best trials: the Pareto front of two objectives, the best trial(s) of one."""
     if not any(trial.state == TrialState.COMPLETE for trial in study.get_trials(deepcopy=False)):
         return []
-    return sorted(study.best_trials, key=lambda trial: trial.number)
+    # a repeated candidate stands once, as its first training
+    return sorted((t for t in study.best_trials if "repeat_of" not in t.user_attrs), key=lambda trial: trial.number)
 
 
 def chosen_trial(front: list[FrozenTrial]) -> FrozenTrial | None:

@@ -144,14 +144,20 @@ class _Search:
         while True:
             fail_dead_trials(study)
             existing = study.get_trials(deepcopy=False)
-            done, rejected = count(existing, TrialState.COMPLETE), count(existing, TrialState.PRUNED)
+            # a candidate drawn again is answered from its first training and does not count as a trained trial
+            repeats = sum(1 for t in existing if t.state == TrialState.COMPLETE and "repeat_of" in t.user_attrs)
+            done, rejected = count(existing, TrialState.COMPLETE) - repeats, count(existing, TrialState.PRUNED)
             if done >= settings.trials:
-                log.info("Search: %d trained trial(s) of %d done, %d rejected over budget", done, settings.trials,
-                         rejected)
+                log.info("Search: %d trained trial(s) of %d done, %d rejected over budget, %d repeated candidate(s)",
+                         done, settings.trials, rejected, repeats)
                 return
             if rejected >= settings.max_infeasible:
                 log.warning("Search stopped: %d trials were over budget (search.max_infeasible); %d trained",
                             rejected, done)
+                return
+            if repeats >= settings.max_infeasible:
+                log.warning("Search stopped: the sampler drew %d candidates trained before (search.max_infeasible); "
+                            "%d trained: the space is exhausted or too small", repeats, done)
                 return
             study.sampler = sampler_for(settings, len(existing))
             trial = study.ask()
