@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, default_collate
 
 from distill.core.fingerprint import fingerprint, verify_mode
+from distill.core.labels import UNLABELLED
 from distill.data.views import DEFAULT_MEAN, DEFAULT_STD, ImageArrayDataset, ViewSampler
 from distill.data.workers import loader_workers
 
@@ -37,6 +38,16 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def with_unlabelled(self, images: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> Split:
+        """This split followed by ``images`` whose target is ``UNLABELLED``; ``extras`` gives their rows of each
+        of this split's extras (every extra needs them)."""
+        extras = extras or {}
+        if set(extras) != set(self.extras):
+            raise ValueError(f"unlabelled images need rows for the extras {sorted(self.extras)}, got {sorted(extras)}")
+        hidden = np.full(len(images), UNLABELLED, dtype=self.targets.dtype)
+        return Split(np.concatenate([self.images, images]), np.concatenate([self.targets, hidden]),
+                     extras={key: np.concatenate([value, extras[key]]) for key, value in self.extras.items()})
 
 
 class ArrayDataModule(pl.LightningDataModule):

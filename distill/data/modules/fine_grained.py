@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from distill.core.fingerprint import files_fingerprint
-from distill.core.labels import UNLABELLED
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
@@ -98,10 +97,8 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
                   for offset, (name, count) in enumerate(self.sizes.items())}
         if self.num_unlabelled:
             # the next offset, so the labelled splits' images stay those of a run without unlabelled ones
-            extra, hidden = self._render_balanced(self.num_unlabelled, len(self.sizes))
-            train = splits["train"]
-            splits["train"] = Split(np.concatenate([train.images, extra]),
-                                    np.concatenate([train.targets, np.full_like(hidden, UNLABELLED)]))
+            extra, _ = self._render_balanced(self.num_unlabelled, len(self.sizes))
+            splits["train"] = splits["train"].with_unlabelled(extra)
         return splits
 
     def summary(self) -> dict[str, Any]:

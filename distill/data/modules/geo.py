@@ -31,7 +31,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.core.fingerprint import files_fingerprint
-from distill.core.labels import UNLABELLED
 from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
@@ -281,11 +280,8 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
             offset = len(self.sizes)
             hidden = sample_places(self.num_unlabelled, np.random.default_rng([self.seed, 3000 + offset]))
             extra = render_places(hidden, self.image_size, seed=[self.seed, 10 + offset])
-            train = splits["train"]
-            splits["train"] = Split(
-                np.concatenate([train.images, extra]),
-                np.concatenate([train.targets, np.full(self.num_unlabelled, UNLABELLED, dtype=train.targets.dtype)]),
-                extras={"latlon": np.concatenate([train.extras["latlon"], np.full((self.num_unlabelled, 2), np.nan)])})
+            splits["train"] = splits["train"].with_unlabelled(
+                extra, extras={"latlon": np.full((self.num_unlabelled, 2), np.nan)})
         return splits
 
     def summary(self) -> dict[str, Any]:
