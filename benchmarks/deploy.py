@@ -5,14 +5,16 @@
     python benchmarks/deploy.py --checkpoints run/student.ckpt run/student.pruned.ckpt --threads 1 --no-compile
                                                                     # trained students (e.g. pruned against unpruned)
 
-Five ways to run the same network, side by side in one process (interleaved run by run, the median counts,
-``distill.core.deploy_latency.measure_side_by_side``), at each thread count:
+Six ways to run the same network, side by side in one process (interleaved round by round, each round a burst
+of back-to-back calls per runtime, the median round counts: ``distill.core.deploy_latency.measure_side_by_side``),
+at each thread count:
 
 - ``eager``:         PyTorch eager, float32, ``torch.inference_mode``;
 - ``compile``:       ``torch.compile`` (Inductor, weights frozen), float32;
 - ``ORT fp32``:      ONNX Runtime, the float32 graph of ``distill.core.deploy.export_onnx``;
 - ``ORT int8``:      ONNX Runtime, static int8 QDQ (per-channel weights, calibrated on random images:
-                     latency does not depend on the values);
+                     latency does not depend on the values), the first ``--float-convs`` convolutions float32
+                     as ``compress=int8_ptq`` writes it; ``ORT int8 all convs`` beside it quantises every one;
 - ``torchao int8``:  torchao pt2e with the X86 Inductor quantizer, compiled by ``torch.compile`` (oneDNN int8
                      kernels), where it works on this CPU (else the error is printed).
 
@@ -45,9 +47,9 @@ from distill.engine.quiet import quiet_third_party
 from distill.models.checkpoint import load_student
 from distill.models.mobilenet import MobileNetV1
 
-RUNTIMES = ("eager", "compile", "ort_fp32", "ort_int8", "torchao_int8")
-LABELS = {"eager": "eager", "compile": "compile", "ort_fp32": "ORT fp32", "ort_int8": "ORT int8",
-          "torchao_int8": "torchao int8"}
+RUNTIMES = ("eager", "compile", "ort_fp32", "ort_int8_all", "ort_int8", "torchao_int8")
+LABELS = {"eager": "eager", "compile": "compile", "ort_fp32": "ORT fp32", "ort_int8_all": "ORT int8 all convs",
+          "ort_int8": "ORT int8", "torchao_int8": "torchao int8"}
 
 
 def gemm_macs_per_s(dtype: str, size: int, threads: int, runs: int = 5) -> float | None:
@@ -107,7 +109,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # constant weights: prepacked (float32 and int8 alike)
-    results: dict[str, Any] = {"resolution": args.resolution, "dim": args.dim, "runs": args.runs, "rows": [],
+    results: dict[str, Any] = {"resolution": args.resolution, "dim": args.dim, "runs": args.runs,
+                               "burst_ms": args.burst_ms, "float_convs": args.float_convs, "rows": [],
                                "gemm": {}, "notes": [], "checkpoints": [str(p) for p in args.checkpoints or []]}
     for threads in args.threads:
         results["gemm"][threads] = {dtype: gemm_macs_per_s(dtype, args.gemm_size, threads)
@@ -121,7 +124,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             mult_adds = profile(model, (3, args.resolution, args.resolution)).mult_adds
             fp32 = export_onnx(model, Path(folder) / f"model_{index}.onnx", args.resolution, check=False)
             int8 = quantize_onnx_int8(fp32, Path(folder) / f"model_{index}.int8.onnx",
-                                      TensorCalibrationReader(calibration))
+                                      TensorCalibrationReader(calibration), float_convs=args.float_convs)
+            int8_all = None if args.float_convs == 0 else quantize_onnx_int8(
+                fp32, Path(folder) / f"model_{index}.int8_all.onnx", TensorCalibrationReader(calibration))
             fp32_size, int8_size = fp32.stat().st_size, int8.stat().st_size
             quantized, failure = (None, "skipped (--no-torchao)") if args.no_torchao else \
                 _torchao_int8(model, args.resolution, calibration)
@@ -130,8 +135,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 runners: dict[str, Any] = {"eager": eager_runner(model), "compile": None,
-                                           "ort_fp32": ort_runner(fp32, threads), "ort_int8": ort_runner(int8, threads),
-                                           "torchao_int8": None}
+                                           "ort_fp32": ort_runner(fp32, threads),
+                                           "ort_int8_all": ort_runner(int8_all, threads) if int8_all else None,
+                                           "ort_int8": ort_runner(int8, threads), "torchao_int8": None}
                 if not args.no_compile:
                     try:
                         runners["compile"] = eager_runner(_compiled(model, example))
@@ -141,7 +147,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         results["notes"].append(f"{label}, {threads} thread(s): torch.compile failed: "
                                                 f"{type(error).__name__}: {str(error).strip()[:200]}")
                 measured = measure_side_by_side(runners, args.resolution, threads=threads, runs=args.runs,
-                                                warmup=args.warmup, batch_runs=0)
+                                                warmup=args.warmup, batch_runs=0, burst_ms=args.burst_ms)
                 results["rows"].append({"model": label, "threads": threads, "mult_adds": mult_adds,
                                         "onnx_fp32_bytes": fp32_size, "onnx_int8_bytes": int8_size,
                                         "latency_ms": measured["latency_b1_ms"]})
@@ -179,8 +185,11 @@ def to_markdown(results: dict[str, Any]) -> str:
                   f"{_rate(rates['int8'])}" for threads, rates in results["gemm"].items()]
     notes = [f"- {note}" for note in results["notes"]]
     what = "Student checkpoints" if results.get("checkpoints") else f"MobileNetV1, {results['dim']}-d output"
-    return "\n".join([f"{what}, {results['resolution']} px, batch 1, median of "
-                      f"{results['runs']} runs; ratios are speed-ups (x > 1: faster).", "", *lines, "",
+    burst = (f"each a burst of >= {results['burst_ms']:g} ms of back-to-back calls" if results["burst_ms"]
+             else "one call each")
+    return "\n".join([f"{what}, {results['resolution']} px, batch 1, median of {results['runs']} interleaved "
+                      f"rounds ({burst}); ORT int8 keeps the first {results['float_convs']} convolution(s) float32; "
+                      "ratios are speed-ups (x > 1: faster).", "", *lines, "",
                       "Compute limit (mult-adds / GEMM multiply-accumulates per second):", *gemm_lines,
                       *(["", "Notes:", *notes] if notes else [])]) + "\n"
 
@@ -195,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=96, help="input size in px (the facenet recipe: 96)")
     parser.add_argument("--dim", type=int, default=512, help="output size (the facenet embedding: 512)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure at")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per runtime (median)")
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds per runtime (median)")
+    parser.add_argument("--burst-ms", type=float, default=20.0,
+                        help="each round times back-to-back calls for at least this long (0: one call per round)")
+    parser.add_argument("--float-convs", type=int, default=2,
+                        help="ORT int8 keeps the first N convolutions float32 (compress.float_convs; 0: none)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--calibration", type=int, default=64, help="random images calibrating the int8 files")
     parser.add_argument("--gemm-size", type=int, default=1024, help="the GEMM microbenchmark's matrix size")

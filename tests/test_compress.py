@@ -105,6 +105,26 @@ def test_onnxruntime_int8_agrees_with_the_float_student(fitted, images, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.int8.onnx", "student.onnx"]  # no temporaries
 
 
+def test_int8_keeps_the_first_convolutions_float_when_asked(fitted, images, tmp_path):
+    import onnx
+
+    from distill.core.deploy import first_convolutions
+
+    reader = TensorCalibrationReader(images[:64].split(16))
+    out, similarity = ptq_onnxruntime(_copy(fitted), RES, reader, tmp_path / "student.onnx",
+                                      tmp_path / "student.int8.onnx", float_convs=2)
+    assert similarity > 0.99
+    graph = onnx.load(str(out)).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    fed_int8 = [all(name in dequantized for name in node.input[:2]) for node in convs]  # input and weight
+    # MobileNetV1 0.25 has 27 convolutions: the stem and the first depthwise one stay float, the rest are int8
+    assert len(convs) == 27 and fed_int8 == [False, False] + [True] * 25
+    assert [node.name for node in convs[:2]] == first_convolutions(tmp_path / "student.onnx", 2)
+    with torch.no_grad():
+        assert _cosine(OnnxRuntimeModel(out)(images[64:]), fitted(images[64:])) > 0.99
+
+
 def test_torchao_int8_agrees_with_the_float_student(fitted, images, tmp_path):
     pytest.importorskip("torchao")
     converted = ptq_torchao(_copy(fitted), RES, list(images[:64].split(16)))
@@ -204,6 +224,31 @@ def test_side_by_side_latency_reports_every_runtime(fitted, tmp_path):
     assert measured["throughput_b4_ips"]["eager"] > 0
 
 
+def test_each_round_times_a_burst_of_back_to_back_calls(monkeypatch):
+    from distill.core import deploy_latency
+
+    clock = {"now": 0.0}
+    calls = {"fast": 0, "slow": 0}
+    monkeypatch.setattr(deploy_latency.time, "perf_counter", lambda: clock["now"])
+
+    def runner(name, ms):
+        def run(images):
+            calls[name] += 1
+            clock["now"] += ms / 1000.0
+        return run
+
+    measured = measure_side_by_side({"fast": runner("fast", 0.5), "slow": runner("slow", 30.0)}, 8, runs=3,
+                                    warmup=1, batch_runs=0, burst_ms=20.0)
+    assert measured["latency_b1_ms"] == {"fast": pytest.approx(0.5), "slow": pytest.approx(30.0)}
+    assert calls == {"fast": 1 + 3 * 40, "slow": 1 + 3 * 1}  # warm-up, then 20 ms of calls (at least one) per round
+    calls.update(fast=0, slow=0)
+    measure_side_by_side({"fast": runner("fast", 0.5), "slow": runner("slow", 30.0)}, 8, runs=3, warmup=0,
+                         batch_runs=0, burst_ms=0)
+    assert calls == {"fast": 3, "slow": 3}  # one call per round
+    with pytest.raises(ValueError, match="burst_ms"):
+        measure_side_by_side({"fast": runner("fast", 0.5)}, 8, burst_ms=-1)
+
+
 def test_onnx_runtime_latency_is_measured_or_left_out(fitted, monkeypatch):
     from distill.engine import evaluation
 
@@ -239,6 +284,7 @@ def test_export_onnx_refuses_a_graph_that_differs(fitted, tmp_path, monkeypatch)
     ({"methods": ["prune"], "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
     ({"methods": ["prune"], "round_to": 0}, r"round_to must be in \[1, inf\] \(1: no rounding\)"),
     ({"methods": ["prune"], "prune_lr_scale": 0}, r"prune_lr_scale must be in \(0, inf\]"),
+    ({"methods": ["int8_ptq"], "float_convs": -1}, r"float_convs must be in \[0, inf\] \(0: every convolution int8\)"),
 ])
 def test_bad_requests_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):

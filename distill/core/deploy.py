@@ -7,7 +7,8 @@ command and the benchmarks share one way to write a graph, run it and quantise i
   ``nn.Module`` around it that takes a batch tensor and returns a tensor, so the tasks' own evaluation code judges
   an ONNX file exactly like a PyTorch model;
 - ``TensorCalibrationReader`` / ``quantize_onnx_int8``: static post-training int8 quantisation with ONNX Runtime
-  (QDQ format, per-channel int8 weights, uint8 activations) calibrated on batches of images.
+  (QDQ format, per-channel int8 weights, uint8 activations) calibrated on batches of images, optionally keeping the
+  first convolutions in float32.
 
 onnx, onnxscript and onnxruntime are optional (``pip install "distill[export]"`` or ``"distill[compress]"``); they
 are imported when used, and a missing one raises ImportError saying what to install.
@@ -29,7 +30,7 @@ from torch import nn
 from distill.core.io import atomic_write
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "META_KEY", "write_onnx", "export_onnx", "ort_session", "OnnxRuntimeModel",
-           "TensorCalibrationReader", "quantize_onnx_int8", "onnx_metadata"]
+           "TensorCalibrationReader", "first_convolutions", "quantize_onnx_int8", "onnx_metadata"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "output"
 META_KEY = "distill_meta"
@@ -172,11 +173,21 @@ class TensorCalibrationReader:
         self._iterator = iter(self.batches)
 
 
+def first_convolutions(path: str | os.PathLike, count: int) -> list[str]:
+    """Names of the first ``count`` Conv nodes of the ONNX graph at ``path``, in graph (topological) order."""
+    onnx = _needs("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Conv"][:max(0, int(count))]
+
+
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out: str | os.PathLike,
-                       reader: TensorCalibrationReader, *, per_channel: bool = True) -> Path:
+                       reader: TensorCalibrationReader, *, per_channel: bool = True, float_convs: int = 0) -> Path:
     """Static int8 quantisation of an ONNX float32 graph (QDQ; int8 weights, per channel by default; uint8
     activations with MinMax ranges calibrated on ``reader``'s batches). Written atomically; returns ``out``.
 
+    ``float_convs``: the first that many convolutions stay float32. In a MobileNet they are the 3-channel stem and
+    the first depthwise convolution, which ONNX Runtime runs no faster in int8 than in float32 on x86 (they have
+    too few channels per output for its int8 GEMM kernels to gain) and which see the least compressible inputs.
     The graph is first run through ONNX Runtime's pre-processing (shape inference, graph optimisation), as its
     documentation recommends; a graph that the pre-processing cannot handle is quantised as it is.
     """
@@ -197,6 +208,7 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out: str | os.PathLike,
                 warnings.simplefilter("ignore")
                 quantization.quantize_static(
                     source, tmp, reader, quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel,
+                    nodes_to_exclude=first_convolutions(source, float_convs),
                     activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
                     calibrate_method=quantization.CalibrationMethod.MinMax,
                 )

@@ -110,13 +110,15 @@ def _check_close(path: Path, produced: torch.Tensor, expected: torch.Tensor) -> 
 
 
 def ptq_onnxruntime(model: nn.Module, resolution: int, reader: TensorCalibrationReader, fp32_path: Path, out: Path,
-                    *, per_channel: bool = True, meta: dict[str, Any] | None = None) -> tuple[Path, float]:
+                    *, per_channel: bool = True, float_convs: int = 0,
+                    meta: dict[str, Any] | None = None) -> tuple[Path, float]:
     """ONNX Runtime static int8 (QDQ) of ``model``: its float32 graph at ``fp32_path`` (written when absent),
-    calibrated on ``reader``; the int8 file ``out`` is checked against the model. Returns (out, mean cosine)."""
+    calibrated on ``reader``, its first ``float_convs`` convolutions left float32; the int8 file ``out`` is checked
+    against the model. Returns (out, mean cosine)."""
     model = model.cpu().eval()
     if not fp32_path.is_file():
         export_onnx(model, fp32_path, resolution, meta=meta)
-    quantize_onnx_int8(fp32_path, out, reader, per_channel=per_channel)
+    quantize_onnx_int8(fp32_path, out, reader, per_channel=per_channel, float_convs=float_convs)
     check = torch.from_numpy(reader.batches[0])
     with torch.no_grad():
         expected = model(check)

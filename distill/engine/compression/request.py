@@ -32,6 +32,7 @@ class CompressRequest:
     backend: str = "onnxruntime"
     calibration_images: int = 512
     per_channel: bool = True
+    float_convs: int = 2
     epochs: int = 2
     lr_scale: float = 0.1
     target_mult_adds: float = 0.5
@@ -114,6 +115,7 @@ def parse_request(settings: Mapping[str, Any] | None) -> CompressRequest:
         methods=methods, backend=str(merged["backend"]),
         calibration_images=_number(merged, "calibration_images", int, low=1),
         per_channel=bool(merged["per_channel"]),
+        float_convs=_number(merged, "float_convs", int, low=0, hint=" (0: every convolution int8)"),
         epochs=_number(merged, "epochs", int, low=0),
         lr_scale=_number(merged, "lr_scale", float, low=0, low_open=True),
         target_mult_adds=_number(merged, "target_mult_adds", float, low=0, high=1, low_open=True, high_open=True,

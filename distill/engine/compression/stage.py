@@ -168,10 +168,12 @@ class _Chain:
                                    fp32_onnx=self.current_onnx, int8_onnx=None, details=details)
             out, similarity = ptq_onnxruntime(self.current, resolution, TensorCalibrationReader(batches),
                                               self.current_onnx, self.run_dir / f"{self.stem}.int8.onnx",
-                                              per_channel=request.per_channel, meta=meta)
+                                              per_channel=request.per_channel, float_convs=request.float_convs,
+                                              meta=meta)
             return self._judge(label, shipped=OnnxRuntimeModel(out, self.threads), artifact=out,
                                fp32_model=self.current, fp32_onnx=self.current_onnx, int8_onnx=out,
-                               details={**details, "cosine_to_fp32": round(similarity, 5)})
+                               details={**details, "float_convs": request.float_convs,
+                                        "cosine_to_fp32": round(similarity, 5)})
         if method == "int8_qat":
             prepared = prepare_qat(self.current, resolution)
             trained = finetune(self.cfg, self.run_dir, self.template, prepared, self.task, self.datamodule,
