@@ -71,6 +71,33 @@ def test_budget_filter_rejects_exactly_the_students_over_the_mult_adds_budget(tm
     assert written["chosen"]["number"] == chosen["number"]
 
 
+def test_full_schedule_trials_are_the_students_and_none_is_trained_again(tmp_path):
+    class WritingTrainer(FakeTrainer):
+        def __call__(self, cfg, run_dir):
+            results = super().__call__(cfg, run_dir)
+            run_dir.mkdir(parents=True)
+            (run_dir / "results.json").write_text(json.dumps(results))
+            return results
+
+    train = WritingTrainer()
+    cfg = _cfg(tmp_path, "budget.mult_adds=5000000", "search.trials=3", "search.epochs=full", "trainer.max_epochs=3")
+    summary = run_search(cfg, search_dir=tmp_path / "s", train=train)
+    trained = _trials(summary, "complete")
+    assert len(train.calls) == len(trained) == 3  # three trials, no fourth run to retrain the chosen one
+    assert {epochs for _, _, epochs in train.calls} == {3}  # each trial ran the recipe's schedule
+    assert summary["epochs_per_trial"] == 3 and summary["full_schedule"] is True
+    chosen = summary["chosen"]
+    assert summary["retrained"] == {"run_dir": chosen["run_dir"], "trial": chosen["number"],
+                                    "metric": chosen["metric"], "primary_metric": "top1", "trained_again": False}
+    assert not (tmp_path / "s" / "best").exists()
+    written = json.loads((tmp_path / "s" / chosen["run_dir"] / "results.json").read_text())
+    assert written["search"]["chosen"]["number"] == chosen["number"]  # the chosen trial's folder holds the search
+    with pytest.raises(ValueError, match=r"search.epochs must be a whole number of epochs or 'full' \(the recipe's "
+                                         r"trainer.max_epochs=3\), got 'all'"):
+        run_search(_cfg(tmp_path, "budget.mult_adds=5000000", "search.epochs=all", "trainer.max_epochs=3"),
+                   search_dir=tmp_path / "t", train=train)
+
+
 def test_a_resumed_search_keeps_its_trials_and_draws_what_an_uninterrupted_one_would(tmp_path):
     settings = ["budget.mult_adds=5000000", "search.retrain=false"]
     first = run_search(_cfg(tmp_path, *settings, "search.trials=2"), search_dir=tmp_path / "a", train=FakeTrainer())

@@ -69,6 +69,7 @@ def write_records(search_dir: Path, settings: SearchSettings, study: optuna.Stud
         "objectives": list(settings.objectives),
         "space": settings.space.as_dict(),
         "epochs_per_trial": settings.epochs,
+        "full_schedule": settings.full_schedule,
         "seed": settings.seed,
         "trials": [trial_record(trial) for trial in trials],
         "front": [trial_record(trial) for trial in front],

@@ -11,6 +11,7 @@ teacher's resolution is pinned, so the fitted teacher and its cached outputs are
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from distill.core.io import atomic_write_json
 from distill.engine.build import build_data_and_task, run_folder
@@ -139,6 +140,10 @@ class _Search:
         return trial_config(self.cfg, candidate, self.settings.budget.runtime, epochs=epochs,
                             pinned_teacher_resolution=self.pinned)
 
+    def trial_epochs(self) -> int | None:
+        """A trial's schedule: search.epochs, or None (the recipe's own run, latency columns and all) for 'full'."""
+        return None if self.settings.full_schedule else self.settings.epochs
+
     def trials(self, study: optuna.Study) -> None:
         settings = self.settings
         while True:
@@ -196,7 +201,7 @@ class _Search:
         log.info("Trial %d: %s (%s), %d epoch(s) of distillation in %s", trial.number, candidate.label,
                  _cost_text(cost), settings.epochs, run_dir)
         try:
-            results = self.train(self.config(candidate, settings.epochs), run_dir)
+            results = self.train(self.config(candidate, self.trial_epochs()), run_dir)
             metric = shipped_metric(results)
         except Exception as error:
             self._fail(study, trial, error)
@@ -214,8 +219,14 @@ class _Search:
         trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
         study.tell(trial, state=TrialState.FAIL)
 
-    def retrain(self, params: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-        candidate = _candidate(params)
+    def retrain(self, chosen: FrozenTrial) -> tuple[Path, dict[str, Any]]:
+        """The chosen student trained with the recipe's schedule: its trial's own run when trials ran it already."""
+        candidate = _candidate(chosen.params)
+        if self.settings.full_schedule and "run_dir" in chosen.user_attrs:
+            trial_dir = self.search_dir / chosen.user_attrs["run_dir"]
+            log.info("Trials ran the recipe's schedule: the chosen %s is trial %d's student in %s (not retrained)",
+                     candidate.label, chosen.number, trial_dir)
+            return trial_dir, json.loads((trial_dir / "results.json").read_text(encoding="utf-8"))
         best_dir = self.search_dir / "best"
         log.info("Retraining the chosen %s with the recipe's schedule in %s", candidate.label, best_dir)
         return best_dir, self.train(self.config(candidate, None), best_dir)
@@ -269,14 +280,15 @@ def run_search(cfg: DictConfig, search_dir: str | os.PathLike | None = None,
         return summary
     if not settings.retrain or settings.worker != 0:
         return summary
-    best_dir, results = search.retrain(chosen.params)
+    best_dir, results = search.retrain(chosen)
     primary = task.primary_metric
     retrained = {"run_dir": os.path.relpath(best_dir, folder), "trial": chosen.number,
-                 "metric": shipped_metric(results) if results else None, "primary_metric": primary}
+                 "metric": shipped_metric(results) if results else None, "primary_metric": primary,
+                 "trained_again": not settings.full_schedule}
     summary = write_records(folder, settings, study, public_url(url), {**extra, "retrained": retrained})
     if results:
         results = {**results, "search": summary}
         atomic_write_json(best_dir / "results.json", results)
-    log.info("The chosen student (trial %d) retrained: %s %s in %s", chosen.number, primary, retrained["metric"],
-             best_dir)
+    log.info("The chosen student (trial %d)%s: %s %s in %s", chosen.number,
+             "" if settings.full_schedule else " retrained", primary, retrained["metric"], best_dir)
     return summary

@@ -85,6 +85,7 @@ class SearchSettings:
     objectives: tuple[str, ...]
     trials: int
     epochs: int
+    full_schedule: bool
     seed: int
     startup_trials: int
     population_size: int
@@ -183,9 +184,17 @@ def parse_settings(cfg: DictConfig) -> SearchSettings:
     if trials < 1:
         raise ValueError("search.trials must be >= 1")
     threads = raw.get("threads")
+    schedule = int(cfg.trainer.max_epochs)
+    epochs = raw.get("epochs", 2)
+    if epochs == "full":  # every trial is the recipe's whole run: no proxy, no retraining
+        epochs = schedule
+    if isinstance(epochs, str):
+        raise ValueError(f"search.epochs must be a whole number of epochs or 'full' (the recipe's "
+                         f"trainer.max_epochs={schedule}), got {epochs!r}")
+    epochs = int(_positive(epochs, "search.epochs", integer=True))
     return SearchSettings(
         budget=budget, space=space, objectives=objectives, trials=trials,
-        epochs=int(_positive(raw.get("epochs", 2), "search.epochs", integer=True)),
+        epochs=epochs, full_schedule=epochs == schedule,
         seed=int(_number(raw.get("seed", 0), "search.seed", integer=True)),
         startup_trials=int(_number(raw.get("startup_trials", 4), "search.startup_trials", integer=True)),
         population_size=int(_positive(raw.get("population_size", 6), "search.population_size", integer=True)),
