@@ -225,6 +225,24 @@ def test_litdata_round_trip_and_its_errors(folder, tmp_path):
         ShardImages(out, "train", 20, 12)[12]
 
 
+def test_reading_a_shard_item_by_index_deserialises_that_item_alone(folder, tmp_path, monkeypatch):
+    """Our samplers read in a shuffled order: decoding a window of the item's neighbours with it (LitData's
+    default) would cost a window per image."""
+    from litdata.streaming.serializers import NumpySerializer
+
+    out = _packed(folder, tmp_path)
+    meta, _ = read_pack(out)
+    shard = ShardImages(out, "train", SIZES["image_size"], meta["splits"]["train"])
+    assert shard.count > 4
+    decoded = []
+    original = NumpySerializer.deserialize
+    monkeypatch.setattr(NumpySerializer, "deserialize", lambda self, data: decoded.append(1) or original(self, data))
+    reference = _module(folder, in_memory=True).split("train").images
+    for index in (3, 0, shard.count - 1, 2):
+        np.testing.assert_array_equal(shard[index], reference[index])
+    assert len(decoded) == 4
+
+
 def _mat_list(path, files, labels):
     """A Stanford Dogs split list: file_list a column cell array of strings, labels 1-based."""
     cells = np.empty((len(files), 1), dtype=object)

@@ -17,6 +17,11 @@ teacher-output cache and an exact resume rest on (the augmentation is a function
 ``distill.data.views.ViewSampler`` decides which rank trains on which index, in which order, and where a resumed
 epoch continues). Random access keeps our samplers, so a batch from shards equals the batch from files.
 Pixels are stored losslessly, exactly as decoded from the files.
+
+An item is deserialised alone (``StreamingDataset(batch_decode=0)``). LitData's default decodes a window of up to
+256 neighbouring items of the chunk at once, which pays when items are read in stored order; our samplers read in
+a shuffled order, so nearly every read missed the window and decoded (and copied) a whole window for one image:
+about 16 ms an item against 0.2 ms alone, for 128 px images.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ class ShardImages:
                     raise ValueError(f"{Path(self.pack) / POSITIONS_FILE}: no {self.count} positions for split "
                                      f"'{self.split}' (pack the data set again)")
                 self._positions = stored[self.split]
-            self._reader = StreamingDataset(self.folder)
+            self._reader = StreamingDataset(self.folder, batch_decode=0)  # one item, not a window (above)
         return self._reader
 
     def __getitem__(self, index: int) -> np.ndarray:
