@@ -167,3 +167,36 @@ def test_training_checkpoints_leave_out_the_frozen_teacher_and_refuse_another_on
     with pytest.raises(ValueError, match="trained with another teacher"):
         other.on_load_checkpoint({"state_dict": dict(checkpoint["state_dict"]),
                                   "distill_teacher_fingerprint": checkpoint["distill_teacher_fingerprint"]})
+
+
+def test_evaluation_gathers_outputs_into_one_tensor_without_keeping_them_per_batch():
+    """``predict`` copies each batch's outputs into one tensor: kept per batch until the end, they pinned the memory
+    of every batch in between and evaluation memory grew with the test set."""
+    import weakref
+
+    from torch.utils.data import DataLoader
+
+    from distill.tasks.base import predict
+
+    class Recorded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(12, 3)
+            self.outputs, self.alive = [], []
+
+        def forward(self, images):
+            self.alive.append(sum(ref() is not None for ref in self.outputs))
+            output = self.linear(images.flatten(1))
+            self.outputs.append(weakref.ref(output))
+            return output
+
+    samples = [{"image": torch.randn(3, 2, 2), "target": torch.tensor(i % 3)} for i in range(23)]
+    model = Recorded()
+    for loader in (DataLoader(samples, batch_size=5), (batch for batch in DataLoader(samples, batch_size=5))):
+        model.outputs.clear(), model.alive.clear()
+        outputs, targets = predict(model, loader)
+        assert model.alive == [0] * 5  # nothing of an earlier batch is held
+        with torch.no_grad():
+            expected = model.linear(torch.stack([sample["image"] for sample in samples]).flatten(1))
+        assert torch.allclose(outputs, expected, atol=1e-6) and outputs.shape == (23, 3)
+        assert targets.tolist() == [i % 3 for i in range(23)]

@@ -280,6 +280,41 @@ def test_cached_teacher_outputs_equal_the_live_teacher_on_real_training_batches(
                 assert torch.allclose(cached[name], value, atol=1e-5, rtol=1e-5), (epoch, name)
 
 
+def test_the_teacher_output_stage_keeps_no_tensor_per_batch(tiny_smoke_cfg, tmp_path, monkeypatch):
+    """Each batch's outputs go to this rank's shard files as they come: holding one tensor per batch until the end
+    pinned the memory of every batch (about 440 MB for 80,000 pairs), so memory grew with the data set."""
+    import weakref
+
+    from distill.engine.build import build_data_and_task, build_models
+    from distill.engine.outputs import PairDataset, cache_teacher_outputs
+    from distill.engine.trainers import stage_trainer
+
+    cfg = tiny_smoke_cfg("data.eval_batch_size=16")  # several batches
+    task, datamodule = build_data_and_task(cfg)
+    models = build_models(cfg, task, datamodule, tmp_path)
+    forward, outputs, alive = models.module.teacher_forward, [], []
+
+    def recorded(batch):
+        alive.append(sum(ref() is not None for ref in outputs))  # earlier batches' outputs still held
+        result = forward(batch)
+        outputs.extend(weakref.ref(value) for value in result.values())
+        return result
+
+    monkeypatch.setattr(models.module, "teacher_forward", recorded)
+    cache = cache_teacher_outputs(models.module, datamodule, stage_trainer(cfg, tmp_path, fit=False),
+                                  models.cache_root)
+    assert len(alive) > 3 and max(alive) <= 1, alive
+    monkeypatch.undo()
+    dataset = datamodule.dataset("train", with_teacher_image=True)
+    pairs = PairDataset(dataset, datamodule.num_views, rank=1, world_size=3)  # every 3rd pair from the 2nd, view-major
+    expected = [(index, view) for view in range(datamodule.num_views) for index in range(len(dataset))][1::3]
+    assert [pairs.pair(item) for item in range(len(pairs))] == expected
+    batch = next(iter(datamodule.view_dataloader(1)))
+    cached = cache.get(batch["index"], batch["view"])
+    for name, value in models.module.teacher_forward(batch).items():
+        assert torch.allclose(cached[name], value, atol=1e-5, rtol=1e-5), name
+
+
 def test_face_alignment_runs_on_the_trainers_device(monkeypatch):
     """MTCNN alignment happens before any Trainer exists: the engine hands the data module the Trainer's device."""
     from conftest import compose_config

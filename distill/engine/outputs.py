@@ -6,70 +6,156 @@ the cache's lock; after a second barrier every rank opens the published cache. A
 opened without predicting anything. The cache's key digests ``distill.engine.keys.teacher_output_key_parts`` (data,
 teacher weights, layers, resolution, views, augmentation, memory format, dtype); a miss logs which parts changed since
 the most recently used cache.
+
+Memory does not grow with the data set: a rank's pairs are computed from their position (``PairDataset``, no list
+of pairs), and each batch's outputs are copied at once into this rank's shard files, arrays on disk sized for the
+whole shard (``ShardWriter``), never kept as tensors. Holding one small tensor per batch pinned the memory of every
+batch's activations (freed memory between them cannot be returned): with 80,000 pairs that kept about 440 MB.
+Rank 0 then reads the shards back in slices of ``READ_ROWS`` rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from distill.core.fingerprint import fingerprint
-from distill.core.io import atomic_torch_save
+from distill.core.io import atomic_write_json
 from distill.engine.cache import TeacherOutputCache
+from distill.engine.cache.files import fsync_file
 from distill.engine.features import first_tensor
 from distill.engine.keys import explain_miss, newest_manifest_parts, teacher_output_key_parts
 
-__all__ = ["TeacherOutputPredictor", "cache_teacher_outputs", "teacher_output_key", "PairDataset"]
+__all__ = ["READ_ROWS", "PairDataset", "ShardWriter", "TeacherOutputPredictor", "cache_teacher_outputs",
+           "pair_count", "read_shards", "teacher_output_key"]
 
 log = logging.getLogger(__name__)
 
 
-class PairDataset(Dataset):
-    """The (index, view) pairs of one rank's shard, served as the training dataset serves them."""
+READ_ROWS = 4096  # rows of a rank's shard handed to the cache writer at a time
 
-    def __init__(self, dataset: Dataset, pairs: list[tuple[int, int]]) -> None:
-        self.dataset, self.pairs = dataset, pairs
+
+def pair_count(num_samples: int, num_views: int, rank: int, world_size: int) -> int:
+    """How many of the ``num_samples`` x ``num_views`` (index, view) pairs rank ``rank`` of ``world_size`` predicts."""
+    return len(range(int(rank), int(num_samples) * int(num_views), int(world_size)))
+
+
+class PairDataset(Dataset):
+    """One rank's share of the (index, view) pairs, served as the training dataset serves them: every
+    ``world_size``-th pair, from ``rank`` on, of the view-major order (every index of view 0, then of view 1, ...).
+    A pair is computed from its position: nothing is kept per pair."""
+
+    def __init__(self, dataset: Dataset, num_views: int, rank: int = 0, world_size: int = 1) -> None:
+        self.dataset = dataset
+        self.num_samples, self.num_views = len(dataset), int(num_views)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.count = pair_count(self.num_samples, self.num_views, self.rank, self.world_size)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return self.count
+
+    def pair(self, item: int) -> tuple[int, int]:
+        """The (index, view) at position ``item`` of this rank's share."""
+        if not 0 <= item < self.count:
+            raise IndexError(f"pair {item} out of range for {self.count} pairs")
+        view, index = divmod(self.rank + int(item) * self.world_size, self.num_samples)
+        return index, view
 
     def __getitem__(self, item: int):
-        return self.dataset[self.pairs[item]]
+        return self.dataset[self.pair(item)]
+
+
+class ShardWriter:
+    """One rank's teacher outputs in ``folder``, written as they come: ``rank<r>-index.npy``, ``rank<r>-view.npy``
+    and ``rank<r>-out-<name>.npy`` (float32, one row per pair), created for ``count`` rows on the first batch;
+    ``finish`` flushes them and writes ``rank<r>.json`` (the rows written and the output names), which
+    ``read_shards`` requires."""
+
+    def __init__(self, folder: Path, rank: int, count: int) -> None:
+        self.folder, self.rank, self.count = Path(folder), int(rank), int(count)
+        self.rows = 0
+        self.arrays: dict[str, np.ndarray] = {}
+        self.names: list[str] = []
+
+    def _file(self, part: str) -> Path:
+        return self.folder / f"rank{self.rank}-{part}.npy"
+
+    def _open(self, outputs: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.names = sorted(outputs)
+        shapes = {"index": (), "view": (), **{f"out-{name}": outputs[name].shape[1:] for name in self.names}}
+        for part, shape in shapes.items():
+            dtype = np.int64 if part in ("index", "view") else np.float32
+            self.arrays[part] = np.lib.format.open_memmap(self._file(part), mode="w+", dtype=dtype,
+                                                          shape=(self.count, *shape))
+
+    def add(self, indices: torch.Tensor, views: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
+        values = {name: tensor.detach().float().cpu().numpy() for name, tensor in outputs.items()}
+        if not self.arrays:
+            self._open(values)
+        if sorted(values) != self.names:
+            raise ValueError(f"teacher outputs {sorted(values)} in a batch, {self.names} in the first")
+        start, end = self.rows, self.rows + len(indices)
+        if end > self.count:
+            raise ValueError(f"rank {self.rank} predicted more than its {self.count} (index, view) pairs")
+        self.arrays["index"][start:end] = indices.cpu().numpy()
+        self.arrays["view"][start:end] = views.cpu().numpy()
+        for name, value in values.items():
+            self.arrays[f"out-{name}"][start:end] = value
+        self.rows = end
+
+    def finish(self) -> None:
+        for part in list(self.arrays):
+            array = self.arrays.pop(part)
+            array.flush()
+            del array
+            fsync_file(self._file(part))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.folder / f"rank{self.rank}.json", {"rows": self.rows, "outputs": self.names})
 
 
 class TeacherOutputPredictor(pl.LightningModule):
-    """Wraps the distillation module's teacher forward for ``trainer.predict`` (no gradients, teacher in eval)."""
+    """Wraps the distillation module's teacher forward for ``trainer.predict`` (no gradients, teacher in eval); each
+    batch's outputs go straight into this rank's ``ShardWriter`` in ``shards``, sized for the rank's share of the
+    ``num_samples`` x ``num_views`` pairs."""
 
-    def __init__(self, module) -> None:
+    def __init__(self, module, shards: str | os.PathLike, num_samples: int, num_views: int, world_size: int = 1) -> None:
         super().__init__()
         self.module = module
-        self.collected: list[tuple[torch.Tensor, torch.Tensor, dict]] = []
+        self.shards = Path(shards)
+        self.num_samples, self.num_views, self.world_size = int(num_samples), int(num_views), int(world_size)
+        self.writer: ShardWriter | None = None
+
+    def shard_writer(self) -> ShardWriter:
+        """This rank's writer (made on first use: the rank is known once the predict stage runs)."""
+        if self.writer is None:
+            rank = self.trainer.global_rank
+            self.writer = ShardWriter(self.shards, rank, pair_count(self.num_samples, self.num_views, rank,
+                                                                    self.world_size))
+        return self.writer
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.module.teacher.eval()
         outputs = self.module.teacher_forward(batch)
-        self.collected.append((batch["index"].cpu(), batch["view"].cpu(),
-                               {name: first_tensor(value).float().cpu() for name, value in outputs.items()}))
+        self.shard_writer().add(batch["index"], batch["view"],
+                                {name: first_tensor(value) for name, value in outputs.items()})
 
 
 def teacher_output_key(module, datamodule, *, dtype: str = "float32", channels_last: bool | None = None) -> str:
     """Everything that shapes the cached outputs: data, teacher weights, layers, resolution, views, augmentation,
     the teacher's memory format and the stored dtype (``distill.engine.keys.teacher_output_key_parts``)."""
     return fingerprint(**teacher_output_key_parts(module, datamodule, dtype=dtype, channels_last=channels_last))
-
-
-def _shard_pairs(num_samples: int, num_views: int, rank: int, world_size: int) -> list[tuple[int, int]]:
-    pairs = [(index, view) for view in range(num_views) for index in range(num_samples)]
-    return pairs[rank::world_size]
 
 
 def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: Path, *, dtype: str = "float32",
@@ -86,16 +172,16 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
         explain_miss("teacher-output", parts, newest_manifest_parts(Path(cache_root), cache.path))
         log.info("Teacher outputs: building the cache %s (%d samples x %d views)", cache.path, len(dataset),
                  datamodule.num_views)
-    predictor = TeacherOutputPredictor(module)
     world_size = max(1, int(getattr(trainer, "world_size", 1)))
-    # The loader is built lazily on each rank: trainer.predict may start the other ranks.
     shards = Path(cache_root) / ".shards" / cache.name
+    predictor = TeacherOutputPredictor(module, shards, len(dataset), datamodule.num_views, world_size)
+    # The loader is built lazily on each rank: trainer.predict may start the other ranks.
     trainer.predict(predictor, dataloaders=_LazyShardLoader(dataset, datamodule, trainer, world_size),
                     return_predictions=False)
-    _write_shard(predictor.collected, shards / f"rank{trainer.global_rank}.pt")
+    (predictor.writer or ShardWriter(shards, trainer.global_rank, 0)).finish()  # no batches: an empty shard
     trainer.strategy.barrier("teacher-output shards written")
     if trainer.is_global_zero:
-        cache.open_or_build_from_batches(lambda: _read_shards(shards, world_size), show_progress=progress)
+        cache.open_or_build_from_batches(lambda: read_shards(shards, world_size), show_progress=progress)
         shutil.rmtree(shards, ignore_errors=True)
     trainer.strategy.barrier("teacher-output cache published")
     return _opened(cache, trainer)
@@ -120,8 +206,8 @@ class _LazyShardLoader:
         self.dataset, self.datamodule, self.trainer, self.world_size = dataset, datamodule, trainer, world_size
 
     def _loader(self) -> DataLoader:
-        pairs = _shard_pairs(len(self.dataset), self.datamodule.num_views, self.trainer.global_rank, self.world_size)
-        return DataLoader(PairDataset(self.dataset, pairs), batch_size=self.datamodule.eval_batch_size,
+        pairs = PairDataset(self.dataset, self.datamodule.num_views, self.trainer.global_rank, self.world_size)
+        return DataLoader(pairs, batch_size=self.datamodule.eval_batch_size,
                           num_workers=self.datamodule.num_workers, collate_fn=default_collate)
 
     def __len__(self) -> int:
@@ -131,20 +217,21 @@ class _LazyShardLoader:
         return iter(self._loader())
 
 
-def _write_shard(collected: list, path: Path) -> None:
-    if not collected:
-        atomic_torch_save({"index": torch.zeros(0, dtype=torch.long)}, path)
-        return
-    names = collected[0][2].keys()
-    atomic_torch_save({"index": torch.cat([c[0] for c in collected]), "view": torch.cat([c[1] for c in collected]),
-                       "outputs": {n: torch.cat([c[2][n] for c in collected]) for n in names}}, path)
-
-
-def _read_shards(shards: Path, world_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+def read_shards(shards: Path, world_size: int, rows: int = READ_ROWS
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+    """Every rank's ``ShardWriter`` files as (indices, views, {name: outputs}) batches of at most ``rows`` rows."""
     for rank in range(world_size):
-        path = shards / f"rank{rank}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"teacher-output shard {path} is missing: rank {rank} did not finish predicting")
-        shard = torch.load(path, map_location="cpu", weights_only=True)
-        if len(shard["index"]):
-            yield shard["index"], shard["view"], shard["outputs"]
+        done = shards / f"rank{rank}.json"
+        if not done.is_file():
+            raise FileNotFoundError(f"teacher-output shard {done} is missing: rank {rank} did not finish predicting")
+        written = json.loads(done.read_text(encoding="utf-8"))
+        count = int(written["rows"])
+        if not count:
+            continue
+        parts = ["index", "view", *(f"out-{name}" for name in written["outputs"])]
+        arrays = {part: np.load(shards / f"rank{rank}-{part}.npy", mmap_mode="r") for part in parts}
+        for start in range(0, count, rows):
+            piece = {part: torch.from_numpy(np.array(array[start:min(count, start + rows)]))
+                     for part, array in arrays.items()}
+            yield piece.pop("index"), piece.pop("view"), {part[4:]: value for part, value in piece.items()}
+        del arrays

@@ -32,19 +32,62 @@ __all__ = ["Task", "StudentStep", "predict", "GROUND_TRUTH"]
 GROUND_TRUTH = "ground_truth"
 
 
+class Rows:
+    """Rows of batches gathered into one tensor as they come: sized by ``expected`` (the rows a loader will give)
+    when known, doubled when outgrown. Keeping a small tensor per batch and concatenating at the end pinned the
+    memory every batch's activations used in between (freed memory between kept blocks cannot be returned), so a
+    run held far more than its outputs, growing with the test set."""
+
+    def __init__(self, expected: int | None = None) -> None:
+        self.expected = expected
+        self.buffer: torch.Tensor | None = None
+        self.rows = 0
+
+    def add(self, batch: torch.Tensor) -> None:
+        end = self.rows + len(batch)
+        if self.buffer is None or end > len(self.buffer):
+            capacity = max(end, self.expected or 0, 2 * (len(self.buffer) if self.buffer is not None else 0))
+            grown = batch.new_empty((capacity, *batch.shape[1:]))
+            if self.buffer is not None:
+                grown[: self.rows] = self.buffer[: self.rows]
+            self.buffer = grown
+        self.buffer[self.rows:end] = batch
+        self.rows = end
+
+    def tensor(self) -> torch.Tensor | None:
+        """The rows added (None when none were)."""
+        if self.buffer is None:
+            return None
+        return self.buffer if self.rows == len(self.buffer) else self.buffer[: self.rows].clone()
+
+
+def _expected_rows(loader: Any) -> int | None:
+    """The rows a loader gives in all, when it says (a map-style dataset without a batch dropped), else None."""
+    try:
+        if getattr(loader, "drop_last", False):
+            return None
+        return len(loader.sampler) if getattr(loader, "sampler", None) is not None else len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, *, image_key: str = "image",
             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``model`` over a loader in eval mode on ``device``; returns (outputs, targets or None), in loader order."""
+    """Run ``model`` over a loader in eval mode on ``device``; returns (outputs, targets or None), in loader order.
+    Each batch's outputs are copied into one tensor for all (``Rows``), not kept per batch."""
     was_training = model.training
     model.eval().to(device)
-    outputs, targets = [], []
+    outputs, targets = Rows(_expected_rows(loader)), Rows(_expected_rows(loader))
     for batch in loader:
-        outputs.append(model(batch[image_key].to(device)).float().cpu())
+        outputs.add(model(batch[image_key].to(device)).float().cpu())
         if "target" in batch:
-            targets.append(batch["target"])
+            targets.add(batch["target"])
     model.train(was_training)
-    return torch.cat(outputs), (torch.cat(targets) if targets else None)
+    gathered = outputs.tensor()
+    if gathered is None:
+        raise ValueError("predict: the loader gave no batches")
+    return gathered, targets.tensor()
 
 
 @dataclass
