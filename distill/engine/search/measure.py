@@ -34,7 +34,7 @@ class StudentFactory:
     student_cfg: dict[str, Any]
     num_classes: int | None
     seed: int
-    prune: CompressRequest  # the pruning settings (tolerance, importance, steps) of the run's compress config
+    compress: CompressRequest  # the run's compress settings: pruning (tolerance, importance, steps), int8 float_convs
 
     def build(self, candidate: Candidate) -> tuple[nn.Module, str, dict[str, Any]]:
         torch.manual_seed(self.seed)
@@ -45,7 +45,7 @@ class StudentFactory:
         """The candidate's network as it would ship (pruned to its ratio of mult-adds when it has one)."""
         model, builder, kwargs = self.build(candidate)
         if candidate.prune_ratio > 0:
-            request = self.prune
+            request = self.compress
             model = prune_to_target(model, builder, kwargs, candidate.resolution, target=1 - candidate.prune_ratio,
                                     tolerance=request.tolerance, importance=request.importance,
                                     max_layer_pruning=request.max_layer_pruning, steps=request.pruning_steps).model
@@ -68,8 +68,10 @@ class Cost:
                 "runtime": self.runtime}
 
 
-def latency_ms(model: nn.Module, resolution: int, runtime: str, *, threads: int, runs: int) -> float:
-    """Median batch-1 latency (ms) of ``model`` in ``runtime`` (torch | ort_fp32 | ort_int8) with ``threads``."""
+def latency_ms(model: nn.Module, resolution: int, runtime: str, *, threads: int, runs: int,
+               float_convs: int = 0) -> float:
+    """Median batch-1 latency (ms) of ``model`` in ``runtime`` (torch | ort_fp32 | ort_int8) with ``threads``;
+    the int8 file keeps its first ``float_convs`` convolutions float32, as the compress stage writes it."""
     with tempfile.TemporaryDirectory(prefix="distill-search-") as folder:
         if runtime == "torch":
             runner = eager_runner(model)
@@ -78,7 +80,8 @@ def latency_ms(model: nn.Module, resolution: int, runtime: str, *, threads: int,
             if runtime == "ort_int8":
                 images = torch.rand(_CALIBRATION_IMAGES, 3, resolution, resolution,
                                     generator=torch.Generator().manual_seed(0))
-                path = quantize_onnx_int8(path, Path(folder) / "student.int8.onnx", TensorCalibrationReader([images]))
+                path = quantize_onnx_int8(path, Path(folder) / "student.int8.onnx", TensorCalibrationReader([images]),
+                                          float_convs=float_convs)
             runner = ort_runner(path, threads)
         measured = measure_side_by_side({runtime: runner}, resolution, threads=threads, runs=runs, batch_runs=0)
     return float(measured["latency_b1_ms"][runtime])
@@ -89,5 +92,6 @@ def measure(factory: StudentFactory, candidate: Candidate, runtime: str, *, with
     """The candidate's exact mult-adds and params, and its latency in ``runtime`` when ``with_latency``."""
     model = factory.network(candidate)
     counted = factory.task.cost(model, candidate.resolution)
-    latency = latency_ms(model, candidate.resolution, runtime, threads=threads, runs=runs) if with_latency else None
+    latency = latency_ms(model, candidate.resolution, runtime, threads=threads, runs=runs,
+                         float_convs=factory.compress.float_convs) if with_latency else None
     return Cost(int(counted["mult_adds"]), int(counted["params"]), latency, runtime)

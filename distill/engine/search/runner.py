@@ -92,7 +92,8 @@ def _limits(settings: SearchSettings, factory: StudentFactory, threads: int) -> 
         width, resolution = settings.budget.latency_of
         reference = Candidate(width, resolution)
         limits["latency"] = latency_ms(factory.network(reference), resolution, settings.budget.runtime,
-                                       threads=threads, runs=settings.latency_runs)
+                                       threads=threads, runs=settings.latency_runs,
+                                       float_convs=factory.compress.float_convs)
         log.info("Budget: the latency of the %s in %s, measured here: %.3f ms", reference.label,
                  settings.budget.runtime, limits["latency"])
     return limits
