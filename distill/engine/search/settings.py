@@ -186,7 +186,8 @@ def parse_settings(cfg: DictConfig) -> SearchSettings:
     threads = raw.get("threads")
     schedule = int(cfg.trainer.max_epochs)
     epochs = raw.get("epochs", 2)
-    if epochs == "full":  # every trial is the recipe's whole run: no proxy, no retraining
+    full_schedule = epochs == "full"  # every trial is the recipe's whole run: no proxy, no retraining
+    if full_schedule:
         epochs = schedule
     if isinstance(epochs, str):
         raise ValueError(f"search.epochs must be a whole number of epochs or 'full' (the recipe's "
@@ -194,7 +195,7 @@ def parse_settings(cfg: DictConfig) -> SearchSettings:
     epochs = int(_positive(epochs, "search.epochs", integer=True))
     return SearchSettings(
         budget=budget, space=space, objectives=objectives, trials=trials,
-        epochs=epochs, full_schedule=epochs == schedule,
+        epochs=epochs, full_schedule=full_schedule,
         seed=int(_number(raw.get("seed", 0), "search.seed", integer=True)),
         startup_trials=int(_number(raw.get("startup_trials", 4), "search.startup_trials", integer=True)),
         population_size=int(_positive(raw.get("population_size", 6), "search.population_size", integer=True)),
