@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import types
 import warnings
@@ -25,6 +26,7 @@ from torch import nn
 
 from distill.core.fingerprint import (files_fingerprint, fingerprint, fingerprint_parts_diff, module_fingerprint,
                                       verify_mode)
+from distill.core.io import atomic_torch_save
 from distill.data.array_store import source_digest
 from distill.data.modules.coco import CocoDataModule, SyntheticCocoDataModule
 from distill.data.modules.fine_grained import (ImageFolderDataModule, StanfordDogsDataModule,
@@ -36,6 +38,7 @@ from distill.engine.cache import MANIFEST_NAME, TeacherOutputCache
 from distill.engine.keys import (explain_miss, memory_format, newest_manifest_parts, newest_sidecar_parts,
                                  parts_path, teacher_key_parts, teacher_output_key_parts, write_parts)
 from distill.engine.outputs import teacher_output_key
+from distill.engine.teacher import _load_cached
 
 SECOND = 1_000_000_000  # ns
 
@@ -354,3 +357,25 @@ def test_a_run_on_an_edited_image_folder_fits_the_teacher_again_and_says_why(tmp
     assert "teacher cache miss: data.files.train changed (data files edited, added or removed)" in caplog.text
     assert "teacher-output cache miss: data.files.train, teacher changed" in caplog.text
     assert len(list((tmp_path / "cache" / "teachers").glob("*.parts.json"))) == 2
+
+
+def test_a_cached_teacher_of_another_model_is_refused_without_touching_the_weights(tmp_path, caplog):
+    """load_state_dict copies the tensors that match before it reports the ones that do not; a teacher then fitted
+    from such a half-loaded model would silently start from another model's weights."""
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    other = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))  # the first layer fits, the head not
+    before = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
+    path = tmp_path / "teachers" / "key.pt"
+    path.parent.mkdir()
+    atomic_torch_save({"state_dict": other.state_dict(), "meta": {}}, path)
+    with caplog.at_level(logging.WARNING):
+        assert _load_cached(teacher, path) is None
+    assert "another model's weights" in caplog.text and str(path) in caplog.text
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    renamed = {f"body.{name}": tensor for name, tensor in other.state_dict().items()}
+    atomic_torch_save({"state_dict": renamed, "meta": {}}, path)
+    assert _load_cached(teacher, path) is None
+    atomic_torch_save({"state_dict": before, "meta": {"loss": 0.5}}, path)
+    assert _load_cached(teacher, path) == {"loss": 0.5}

@@ -77,6 +77,11 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_r
     assert baseline["teacher"]["source"] == "cache" and set(baseline["loss_terms"]) == {"ground_truth"}
     assert baseline["teacher"]["metrics"]["map"] == pytest.approx(saved["teacher"]["metrics"]["map"])
 
+    # a detector option shapes the teacher detector too (here its default boxes): another teacher, not the cached one
+    other = run(compose_config(TINY_COCO + [f"cache.dir={cfg.cache.dir}", "loss=detection_only",
+                                            "detector.options.min_scale=0.3"]), run_dir=tmp_path / "other_boxes")
+    assert other["teacher"]["source"] == "fitted"
+
 
 class _Interrupt(pl.Callback):
     """Raises in the middle of the first epoch, like a killed job (after a step checkpoint was written)."""

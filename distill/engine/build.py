@@ -74,14 +74,15 @@ def _teacher(cfg: DictConfig, task: Task, datamodule: Any, run_dir: Path, resolu
     builder = OmegaConf.to_container(cfg.teacher.builder, resolve=True)
     weights = cfg.teacher.get("weights")
     extra = {"weights": str(weights)} if weights else {}
-    teacher, _, _ = task.build_model(builder, num_classes=task.teacher_num_classes(datamodule), resolution=resolution,
-                                     **extra)
+    teacher, target, kwargs = task.build_model(builder, num_classes=task.teacher_num_classes(datamodule),
+                                               resolution=resolution, **extra)
     teacher = _memory_format(teacher, cfg)
     fit_dir = default_cache_dir(cfg.cache.get("dir")) if cfg.cache.enabled else run_dir / "teacher_fit"
     return prepare_teacher(
         teacher, task, datamodule, weights=weights,
         fit_cfg=OmegaConf.to_container(cfg.teacher.fit, resolve=True), cache_dir=fit_dir,
-        key_parts={"teacher": builder, "resolution": resolution, "seed": int(cfg.seed),
+        # the model as built (what its checkpoint records): for a detector, its kind and options with the backbone
+        key_parts={"teacher": {"_target_": target, **kwargs}, "resolution": resolution, "seed": int(cfg.seed),
                    "channels_last": bool(cfg.get("channels_last", False))},
         make_trainer=lambda epochs: single_device_trainer(
             cfg, run_dir, max_epochs=epochs, logger=configured_logger(cfg, run_dir, name="teacher_fit")),

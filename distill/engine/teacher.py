@@ -99,6 +99,7 @@ def _load_cached(fitted: nn.Module, path: Path) -> dict[str, Any] | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        _check_matches(fitted, payload["state_dict"])
         fitted.load_state_dict(payload["state_dict"])
         with contextlib.suppress(OSError):
             os.utime(path)  # last used: what `python -m distill.cache prune` goes by
@@ -106,6 +107,20 @@ def _load_cached(fitted: nn.Module, path: Path) -> dict[str, Any] | None:
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
         log.warning("cached teacher %s is unreadable (%s); fitting it again", path, error)
         return None
+
+
+def _check_matches(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError unless ``state`` has exactly ``model``'s tensors, names and shapes: checked before loading,
+    because ``load_state_dict`` copies every matching tensor before it reports a mismatch, and a teacher fitted
+    from such half-loaded weights would start from another model's."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"it holds another model's weights ({len(missing)} tensors missing, e.g. "
+                         f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+    shapes = [name for name, tensor in expected.items() if tuple(state[name].shape) != tuple(tensor.shape)]
+    if shapes:
+        raise ValueError(f"it holds another model's weights ({len(shapes)} tensors of other shapes, e.g. {shapes[:2]})")
 
 
 def _fit(fitted: nn.Module, task: Task, datamodule: Any, fit_cfg: dict[str, Any],
