@@ -2,7 +2,7 @@
 
     python benchmarks/data.py                      # 50,000 256 px JPEGs in 100 classes (generated once, reused)
     python benchmarks/data.py --images 500 --batches 3 --student-steps 1   # a check that it runs
-    python benchmarks/data.py --images 5000 --batches 100 --repeats 3
+    python benchmarks/data.py --images 5000 --batches 100 --repeats 3 --loaders files draft   # JPEG draft decoding
 
 The images are written once into ``--cache-dir`` (default: $DISTILL_CACHE_DIR or ~/.cache/distill, under
 benchmarks/) as an ImageFolder (``<class>/<n>.jpg``), and packed once into LitData shards beside it
@@ -10,9 +10,12 @@ benchmarks/) as an ImageFolder (``<class>/<n>.jpg``), and packed once into LitDa
 
 - ``in memory``:   data.in_memory=true: every image decoded at set-up (the set-up time is reported apart);
 - ``files, N w``:  data.in_memory=false, N DataLoader workers decoding, cropping and resizing the JPEGs;
+- ``draft, N w``:  the same with data.fast_decode=true (a JPEG decoded at 1/2, 1/4 or 1/8 scale when that is still
+  at least the decoded square: less to decode and to resize, slightly different pixels);
 - ``litdata, N w``: data.format=litdata from the shards, N workers.
 
-A row gives the set-up time (listing, decoding for in memory), the train loader's images/s over ``--batches``
+With ``--repeats R`` every loader runs R times, the loaders interleaved (all once, then all again), and a row gives
+the median with the lowest and highest rate. A row gives the set-up time (listing, decoding for in memory), the train loader's images/s over ``--batches``
 batches (after one untimed batch that starts the workers), and the peak RSS of the main process and of the largest
 worker (``resource.getrusage``; a forked worker's RSS counts the pages it shares with the parent, so the two
 columns overlap: the worker's own growth is its RSS less the parent's at the fork).
@@ -27,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+import PIL
+from PIL import Image, features
 
 from distill.core.paths import default_cache_dir
 from distill.data.modules.fine_grained import ImageFolderDataModule
@@ -43,6 +48,7 @@ from distill.data.shards import read_pack
 from distill.models import create_student
 
 TEST_FRACTION = 0.1  # every 10th image of a class is a test image
+LOADERS = ("memory", "files", "draft", "litdata")
 DONE = "complete"  # <folder>.complete, written last: a folder without it is generated again
 
 
@@ -93,7 +99,7 @@ def measure(args: argparse.Namespace) -> dict:
     if kind == "litdata":
         options.update(root=None, format="litdata", uri=str(Path(args.shards)), in_memory=False)
     else:
-        options.update(in_memory=kind == "memory")
+        options.update(in_memory=kind == "memory", fast_decode=kind == "draft")
     start = time.perf_counter()
     datamodule = ImageFolderDataModule(num_workers=int(workers), **options)
     datamodule.setup()
@@ -127,6 +133,12 @@ def student_rate(resolution: int, batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def _decoder() -> str:
+    """The JPEG decoder Pillow was built with (the wheels bundle libjpeg-turbo)."""
+    turbo = features.version_feature("libjpeg_turbo") if features.check_feature("libjpeg_turbo") else None
+    return f"Pillow {PIL.__version__}, " + (f"libjpeg-turbo {turbo}" if turbo else "libjpeg (not libjpeg-turbo)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=50_000, help="images in the generated folder")
@@ -138,6 +150,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=50, help="timed batches per loader")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts of the file loader")
     parser.add_argument("--student-steps", type=int, default=5, help="timed student steps (0: skip)")
+    parser.add_argument("--loaders", nargs="+", default=["memory", "files", "litdata"], choices=LOADERS,
+                        help="which loaders to run (draft: files with data.fast_decode=true)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every loader, interleaved (median shown)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # one loader, in a process of its own
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -158,23 +173,38 @@ def main() -> None:
         print(f"packing into {shards}")
         pack(["data=image_folder", f"data.root={folder}", f"data.image_size={args.image_size}",
               f"data.test_fraction={TEST_FRACTION}"], shards, verbose=False)
-    runs = [("in memory", "memory:0")] + [(f"files, {n} w", f"files:{n}") for n in args.workers] + \
-           [(f"litdata, {n} w", f"litdata:{n}") for n in args.workers]
+    runs = [("in memory", "memory:0") if kind == "memory" else (f"{kind}, {n} w", f"{kind}:{n}")
+            for kind in args.loaders for n in ([0] if kind == "memory" else args.workers)]
     print(f"\n{args.images} images of {args.source_size} px, decoded to {args.image_size} px, served at "
-          f"{args.resolution} px, batch {args.batch_size}, {args.batches} timed batches\n")
-    print("| loader | set-up s | images/s | peak RSS MB | largest worker RSS MB |")
+          f"{args.resolution} px, batch {args.batch_size}, {args.batches} timed batches, {args.repeats} run(s) each; "
+          f"{_decoder()}\n")
+    rows: dict[str, list[dict]] = {name: [] for name, _ in runs}
+    failed: dict[str, str] = {}
+    for _ in range(args.repeats):  # interleaved: every loader once, then again
+        for name, spec in runs:
+            if name in failed:
+                continue
+            command = [sys.executable, __file__, "--measure", spec, "--folder", str(folder), "--shards",
+                       str(shards), "--image-size", str(args.image_size), "--resolution", str(args.resolution),
+                       "--batch-size", str(args.batch_size), "--batches", str(args.batches)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                failed[name] = str(result.stderr.strip().splitlines()[-1:])
+                continue
+            rows[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    spread = args.repeats > 1
+    print("| loader | set-up s | images/s" + (" (min-max)" if spread else "") + " | peak RSS MB | largest worker RSS MB |")
     print("|---|---:|---:|---:|---:|")
-    for name, spec in runs:
-        command = [sys.executable, __file__, "--measure", spec, "--folder", str(folder), "--shards", str(shards),
-                   "--image-size", str(args.image_size), "--resolution", str(args.resolution),
-                   "--batch-size", str(args.batch_size), "--batches", str(args.batches)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"| {name} | failed: {result.stderr.strip().splitlines()[-1:]} | | | |")
+    for name, _ in runs:
+        if name in failed:
+            print(f"| {name} | failed: {failed[name]} | | | |")
             continue
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"| {name} | {row['setup_s']:.1f} | {row['images_per_s']:.0f} | {row['rss_mb']:.0f} | "
-              f"{row['worker_rss_mb']:.0f} |", flush=True)
+        measured = rows[name]
+        rates = [row["images_per_s"] for row in measured]
+        rate = f"{statistics.median(rates):.0f}" + (f" ({min(rates):.0f}-{max(rates):.0f})" if spread else "")
+        print(f"| {name} | {statistics.median(row['setup_s'] for row in measured):.1f} | {rate} | "
+              f"{max(row['rss_mb'] for row in measured):.0f} | {max(row['worker_rss_mb'] for row in measured):.0f} |",
+              flush=True)
     if args.student_steps:
         rate = student_rate(args.resolution, args.batch_size, args.student_steps)
         print(f"\nstudent (MobileNetV1-1.0) training rate at {args.resolution} px: {rate:.0f} images/s "
