@@ -18,6 +18,13 @@ teacher-output cache and an exact resume rest on (the augmentation is a function
 epoch continues). Random access keeps our samplers, so a batch from shards equals the batch from files.
 Pixels are stored losslessly, exactly as decoded from the files.
 
+``data.uri`` is a local (or mounted) folder, or a URL LitData streams from (``s3://``, ``gs://``, ``azure://``,
+``hf://``, ``r2://``; ``local:<folder>`` reads a folder through the same downloading path). From a URL the pack's
+small files (``distill_pack.json``, ``targets.npz``, ``positions.npz``, each split's ``index.json``) are downloaded
+into ``<cache dir>/shards/<digest of the URL>/`` when the data module is set up, and LitData downloads each chunk
+there when a worker first reads from it (``fetch_pack``); credentials are LitData's (the usual environment
+variables or files of each cloud).
+
 An item is deserialised alone (``StreamingDataset(batch_decode=0)``). LitData's default decodes a window of up to
 256 neighbouring items of the chunk at once, which pays when items are read in stored order; our samplers read in
 a shuffled order, so nearly every read missed the window and decoded (and copied) a whole window for one image:
@@ -27,6 +34,7 @@ about 16 ms an item against 0.2 ms alone, for 128 px images.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -37,17 +45,22 @@ from typing import Any
 import numpy as np
 try:  # the optional [data] extra: only packing and format=litdata need it
     from litdata import StreamingDataset, optimize
+    from litdata.streaming.downloader import get_downloader
 except ImportError:
-    StreamingDataset = optimize = None
+    StreamingDataset = optimize = get_downloader = None
 
 from distill.core.io import atomic_write, atomic_write_json
 
-__all__ = ["PACK_FILE", "POSITIONS_FILE", "TARGETS_FILE", "ShardImages", "read_pack", "require_litdata", "shard_count", "write_pack"]
+__all__ = ["PACK_FILE", "POSITIONS_FILE", "REMOTE_PREFIXES", "TARGETS_FILE", "ShardImages", "fetch_pack", "is_remote",
+           "read_pack", "require_litdata", "shard_count", "write_pack"]
 
 PACK_FILE = "distill_pack.json"
 TARGETS_FILE = "targets.npz"
 POSITIONS_FILE = "positions.npz"
 PACK_VERSION = 2  # 2: positions.npz
+INDEX_FILE = "index.json"  # LitData's list of a folder's chunks
+# URL schemes LitData streams from (its downloaders); "local:" reads a folder through the downloading path
+REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "hf://", "r2://", "local:")
 # fork starts litdata's writer processes in a moment (spawn imports torch again in each); spawn where fork is missing
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
@@ -59,10 +72,11 @@ class ShardImages:
     ndim = 4
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, pack: str | os.PathLike, split: str, size: int, count: int) -> None:
-        self.pack = str(pack)
+    def __init__(self, pack: str | os.PathLike, split: str, size: int, count: int, *, url: str | None = None) -> None:
+        self.pack = str(pack)  # the folder holding the pack's small files (for a URL: their downloaded copies)
         self.split = split
         self.folder = str(Path(pack) / split)
+        self.url = None if url is None else f"{url.rstrip('/')}/{split}"  # where the chunks are, when remote
         self.size = int(size)
         self.count = int(count)
         self._reader: Any = None  # a litdata.StreamingDataset once opened
@@ -89,7 +103,11 @@ class ShardImages:
                     raise ValueError(f"{Path(self.pack) / POSITIONS_FILE}: no {self.count} positions for split "
                                      f"'{self.split}' (pack the data set again)")
                 self._positions = stored[self.split]
-            self._reader = StreamingDataset(self.folder, batch_decode=0)  # one item, not a window (above)
+            if self.url is None:
+                self._reader = StreamingDataset(self.folder, batch_decode=0)  # one item, not a window (above)
+            else:  # chunks downloaded next to the split's index.json as they are first read
+                self._reader = StreamingDataset(self.url, cache_dir=str(Path(self.folder) / "chunks"),
+                                                batch_decode=0)
         return self._reader
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -101,7 +119,7 @@ class ShardImages:
         item = reader[int(self._positions[index])]
         image = np.array(item["image"])  # a copy: the reader hands out read-only views of its chunk
         if int(item["index"]) != index or image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"{self.folder}: item {index} holds index {item['index']}, {image.dtype} "
+            raise ValueError(f"{self.url or self.folder}: item {index} holds index {item['index']}, {image.dtype} "
                              f"{image.shape}; expected index {index}, uint8 {(self.size, self.size, 3)} "
                              f"(shards and {POSITIONS_FILE} written by python -m distill.data.pack)")
         return image
@@ -109,7 +127,7 @@ class ShardImages:
 
 def shard_count(folder: str | os.PathLike) -> int:
     """The items in a LitData folder, from its ``index.json`` (all ranks' items)."""
-    path = Path(folder) / "index.json"
+    path = Path(folder) / INDEX_FILE
     try:
         chunks = json.loads(path.read_text(encoding="utf-8"))["chunks"]
         return sum(int(chunk["chunk_size"]) for chunk in chunks)
@@ -176,8 +194,48 @@ def _write_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
+def is_remote(uri: str | os.PathLike) -> bool:
+    """Whether ``data.uri`` is a URL LitData downloads from, not a folder."""
+    return str(uri).startswith(REMOTE_PREFIXES)
+
+
+def fetch_pack(uri: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The local folder holding a pack's small files: ``uri`` itself when it is a folder; for a URL, a folder of
+    ``cache_dir`` (one per URL) they are downloaded into, fresh each time (a pack written again is seen). Each file
+    is downloaded to a temporary name and renamed, so a reader never sees half a file."""
+    if not is_remote(uri):
+        return Path(uri).expanduser()
+    require_litdata(f"data.uri={uri}")
+    url = str(uri).rstrip("/")
+    local = Path(cache_dir).expanduser() / "shards" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    downloader = get_downloader(url, str(local), [])
+
+    def download(name: str) -> None:
+        target = local / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            downloader.download_file(f"{url}/{name}", str(partial))
+        except Exception as error:  # noqa: BLE001 - each cloud's client raises its own kinds
+            partial.unlink(missing_ok=True)
+            raise FileNotFoundError(f"data.uri={uri}: could not download {name} ({type(error).__name__}: "
+                                    f"{error}); expected a folder written by python -m distill.data.pack, "
+                                    f"uploaded whole") from error
+        os.replace(partial, target)
+
+    download(PACK_FILE)
+    try:
+        splits = json.loads((local / PACK_FILE).read_text(encoding="utf-8")).get("splits", {})
+    except (OSError, ValueError, AttributeError):
+        splits = {}  # read_pack names what is wrong with it
+    for name in (TARGETS_FILE, POSITIONS_FILE, *(f"{split}/{INDEX_FILE}" for split in splits)):
+        download(name)
+    return local
+
+
 def read_pack(uri: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(``distill_pack.json`` content, targets by split) of a packed data set; clear errors for anything else."""
+    """(``distill_pack.json`` content, targets by split) of a packed data set in a local folder (``fetch_pack``
+    brings a remote one's there); clear errors for anything else."""
     folder = Path(uri).expanduser()
     path = folder / PACK_FILE
     if not path.is_file():

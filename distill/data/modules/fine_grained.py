@@ -10,7 +10,8 @@ Real images are decoded (centre square, resized to ``image_size``), upright by t
 format Pillow reads for photos (``distill.data.readers.image_files.IMAGE_EXTENSIONS``): into memory when the data
 set is small (``in_memory``: ``auto`` below ``distill.data.streaming.IN_MEMORY_AUTO_BYTES`` decoded), else one image
 at a time in the DataLoader workers (``distill.data.streaming.DecodedFiles``), or read from LitData shards written by
-``python -m distill.data.pack`` (``format=litdata``, ``uri``). The three give the same batches for the same
+``python -m distill.data.pack`` (``format=litdata``, ``uri``: a folder, or a URL such as ``s3://bucket/pack``
+streamed through ``cache_dir``, ``distill.data.shards``). The three give the same batches for the same
 (seed, view, index): the in-memory array is the streamed images read once, the shards hold the same pixels.
 
 A corrupt or unreadable image is named in the error (``strict=True``). With ``strict=False`` a file whose header
@@ -33,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
                                               SkipReport, image_size)
 from distill.data.readers.stanford_dogs import breed_name, read_split_list
-from distill.data.shards import ShardImages, read_pack
+from distill.data.shards import ShardImages, fetch_pack, is_remote, read_pack
 from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
 from distill.data.synthetic import dogs as synthetic_dogs
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
@@ -112,7 +114,7 @@ class _DecodedFolderDataModule(ArrayDataModule):
 
     def __init__(self, image_size: int = 96, strict: bool = True, max_per_class: int | None = None,
                  in_memory: str | bool = "auto", format: str = "files", uri: str | os.PathLike | None = None,
-                 fast_decode: bool = False, **loader_args: Any) -> None:
+                 fast_decode: bool = False, cache_dir: str | os.PathLike | None = None, **loader_args: Any) -> None:
         super().__init__(**loader_args)
         if int(image_size) < 1:
             raise ValueError(f"data.image_size must be positive, got {image_size}")
@@ -129,11 +131,13 @@ class _DecodedFolderDataModule(ArrayDataModule):
         self.format = format
         self.uri = None if uri is None else str(uri)
         self.fast_decode = bool(fast_decode)
+        self.cache_dir = cache_dir  # where a remote data.uri's pack files and chunks are downloaded
         self.class_names: list[str] = []
         self.kept_in_memory: bool | None = None
         self._skips = SkipReport()
         self._skip_log: SkipLog | None = None
         self._pack: dict[str, Any] | None = None
+        self._pack_folder: Path | None = None
         self._files_key: dict[str, str] | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
@@ -160,10 +164,16 @@ class _DecodedFolderDataModule(ArrayDataModule):
             return dict(self.pack()["fingerprint_parts"])
         return {**self.file_parts(), **({"fast_decode": True} if self.fast_decode else {})}
 
+    def pack_folder(self) -> Path:
+        """The folder with the pack's small files: ``data.uri``, or their copies downloaded from its URL (once)."""
+        if self._pack_folder is None:
+            self._pack_folder = fetch_pack(self.uri, default_cache_dir(self.cache_dir))
+        return self._pack_folder
+
     def pack(self) -> dict[str, Any]:
         """The ``distill_pack.json`` of ``data.uri`` (read once), checked against this module's settings."""
         if self._pack is None:
-            meta, _ = read_pack(self.uri)
+            meta, _ = read_pack(self.pack_folder())
             if meta.get("kind") != type(self).__name__:
                 raise ValueError(f"data.uri={self.uri} holds a packed {meta.get('kind')} data set, not "
                                  f"{type(self).__name__}: use the data config it was packed with")
@@ -232,13 +242,15 @@ class _DecodedFolderDataModule(ArrayDataModule):
 
     def _shard_splits(self) -> dict[str, Split]:
         meta = self.pack()
-        _, targets = read_pack(self.uri)
+        folder = self.pack_folder()
+        _, targets = read_pack(folder)
         self.class_names = list(meta.get("class_names", []))
         sizes = {name: int(count) for name, count in meta["splits"].items()}
         self.kept_in_memory = keep_in_memory(self.in_memory, sum(sizes.values()), self.image_size)
         splits = {}
         for name, count in sizes.items():
-            images = ShardImages(Path(self.uri).expanduser(), name, self.image_size, count)
+            images = ShardImages(folder, name, self.image_size, count,
+                                 url=self.uri.rstrip("/") if is_remote(self.uri) else None)
             splits[name] = Split(materialise(images, f"{name} images") if self.kept_in_memory else images,
                                  targets.get(name))
         return splits
