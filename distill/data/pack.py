@@ -1,7 +1,8 @@
 """``python -m distill.data.pack <data overrides...> <out dir>``: a real data set decoded once into LitData shards.
 
 The overrides are the ones a training run is given (``data=image_folder data.root=/data/birds``, also
-``data.image_size``, ``data.max_per_class``, ``data.strict``, ``data.fast_decode``); the images are decoded and
+``data.image_size``, ``data.max_per_class``, ``data.strict``, ``data.fast_decode``; ``data=stanford_dogs``;
+``data=geo_csv``, whose places are packed with the photos); the images are decoded and
 resized exactly as that run would decode them, one at a time (memory does not grow with the data set), and written
 with ``litdata.optimize`` (``distill.data.shards``). Train from them with the same overrides plus
 ``data.format=litdata data.uri=<out dir>``: the batches, the data's key and so the cached teachers and teacher
@@ -19,11 +20,12 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
 
 from distill.data.modules.fine_grained import ImageFolderDataModule, StanfordDogsDataModule
+from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.shards import write_pack
 
 __all__ = ["PACKABLE", "main", "pack"]
 
-PACKABLE = (ImageFolderDataModule, StanfordDogsDataModule)
+PACKABLE = (ImageFolderDataModule, StanfordDogsDataModule, GeoCSVDataModule)
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +40,12 @@ def pack(overrides: list[str], out: str | Path, *, workers: int = 1, chunk_bytes
     if kind is None or not issubclass(kind, PACKABLE):
         names = ", ".join(packable.__name__ for packable in PACKABLE)
         raise ValueError(f"data._target_={target} cannot be packed; packable data modules: {names} "
-                         f"(data=image_folder, data=stanford_dogs)")
+                         f"(data=image_folder, data=stanford_dogs, data=geo_csv)")
     datamodule = instantiate(cfg.data, in_memory=False, format="files")  # decoded one image at a time
     datamodule.setup()
-
-    def meta() -> dict:
-        summary = datamodule.summary()  # after decoding: also the images replaced while packing
-        return {"kind": type(datamodule).__name__, "fingerprint_parts": datamodule.fingerprint_parts(),
-                "image_size": datamodule.image_size, "class_names": list(datamodule.class_names),
-                "fast_decode": datamodule.fast_decode, "strict": datamodule.strict,
-                "skipped": summary["skipped"], "skipped_counts": summary["skipped_counts"]}
-
-    splits = {name: datamodule.split(name) for name in datamodule.summary()["splits"]}
-    written = write_pack(out, splits, meta, num_workers=workers, chunk_bytes=chunk_bytes, verbose=verbose)
+    splits = datamodule.pack_splits()
+    written = write_pack(out, splits, datamodule.pack_meta, num_workers=workers, chunk_bytes=chunk_bytes,
+                         verbose=verbose)
     log.info("packed %s into %s: %s", type(datamodule).__name__, written, {k: len(v) for k, v in splits.items()})
     return written
 

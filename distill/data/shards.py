@@ -6,6 +6,7 @@ Layout of a packed data set (a folder):
                         teachers and teacher outputs are shared with the file path), image size, class names,
                         split sizes, files skipped while packing
     targets.npz         each labelled split's targets
+    extras.npz          each split's extra arrays, one row per image (``<split>/<name>``: the geo places)
     positions.npz       each split's position in the shards of every sample index (LitData's writer processes
                         may interleave their items; the positions are read back once, when packing)
     <split>/            LitData shards (``litdata.optimize``): items {"index", "image": (S, S, 3) uint8}
@@ -51,12 +52,13 @@ except ImportError:
 
 from distill.core.io import atomic_write, atomic_write_json
 
-__all__ = ["PACK_FILE", "POSITIONS_FILE", "REMOTE_PREFIXES", "TARGETS_FILE", "ShardImages", "fetch_pack", "is_remote",
-           "read_pack", "require_litdata", "shard_count", "write_pack"]
+__all__ = ["EXTRAS_FILE", "PACK_FILE", "POSITIONS_FILE", "REMOTE_PREFIXES", "TARGETS_FILE", "ShardImages", "fetch_pack",
+           "is_remote", "open_pack", "read_extras", "read_pack", "require_litdata", "shard_count", "write_pack"]
 
 PACK_FILE = "distill_pack.json"
 TARGETS_FILE = "targets.npz"
 POSITIONS_FILE = "positions.npz"
+EXTRAS_FILE = "extras.npz"
 PACK_VERSION = 2  # 2: positions.npz
 INDEX_FILE = "index.json"  # LitData's list of a folder's chunks
 # URL schemes LitData streams from (its downloaders); "local:" reads a folder through the downloading path
@@ -66,28 +68,34 @@ _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else
 
 
 class ShardImages:
-    """One packed split's images, indexable like a (N, S, S, 3) uint8 array. The LitData reader (and the split's
-    positions) are opened on first use in each process: a DataLoader worker opens its own, none is pickled."""
+    """One packed split's images, indexable like a (N, S, S, 3) uint8 array; with ``take``, the packed images
+    ``take[0], take[1], ...`` only (a data module that leaves some out, as the geo one does photos outside its
+    cells). The LitData reader (and the split's positions) are opened on first use in each process: a DataLoader
+    worker opens its own, none is pickled."""
 
     ndim = 4
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, pack: str | os.PathLike, split: str, size: int, count: int, *, url: str | None = None) -> None:
+    def __init__(self, pack: str | os.PathLike, split: str, size: int, count: int, *, url: str | None = None,
+                 take: np.ndarray | None = None) -> None:
         self.pack = str(pack)  # the folder holding the pack's small files (for a URL: their downloaded copies)
         self.split = split
         self.folder = str(Path(pack) / split)
         self.url = None if url is None else f"{url.rstrip('/')}/{split}"  # where the chunks are, when remote
         self.size = int(size)
-        self.count = int(count)
+        self.count = int(count)  # images in the split's shards
+        self.take = None if take is None else np.asarray(take, dtype=np.int64)
+        if self.take is not None and len(self.take) and not (0 <= self.take.min() and self.take.max() < self.count):
+            raise IndexError(f"{self.folder}: take holds indices outside the {self.count} packed images")
         self._reader: Any = None  # a litdata.StreamingDataset once opened
         self._positions: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return self.count, self.size, self.size, 3
+        return len(self), self.size, self.size, 3
 
     def __len__(self) -> int:
-        return self.count
+        return self.count if self.take is None else len(self.take)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None, "_positions": None}
@@ -112,8 +120,10 @@ class ShardImages:
 
     def __getitem__(self, index: int) -> np.ndarray:
         index = int(index)
-        if not 0 <= index < self.count:
-            raise IndexError(f"image index {index} out of range for {self.count} images in {self.folder}")
+        if not 0 <= index < len(self):
+            raise IndexError(f"image index {index} out of range for {len(self)} images in {self.folder}")
+        if self.take is not None:
+            index = int(self.take[index])
         reader = self._open()
         assert self._positions is not None
         item = reader[int(self._positions[index])]
@@ -170,10 +180,12 @@ def write_pack(out: str | os.PathLike, splits: dict[str, Any], meta: Callable[[]
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new or empty folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
-    targets, positions = {}, {}
+    targets, positions, extras = {}, {}, {}
     start_method = multiprocessing.get_start_method(allow_none=True)
     try:
         for name, split in splits.items():
+            for key, rows in split.extras.items():
+                extras[f"{name}/{key}"] = np.asarray(rows)
             optimize(fn=functools.partial(_pack_item, split.images), inputs=list(range(len(split.images))),
                      output_dir=str(out / name), chunk_bytes=chunk_bytes, num_workers=max(1, int(num_workers)),
                      keep_data_ordered=True, verbose=verbose, start_method=_START_METHOD)
@@ -182,7 +194,7 @@ def write_pack(out: str | os.PathLike, splits: dict[str, Any], meta: Callable[[]
                 targets[name] = np.asarray(split.targets)
     finally:  # litdata.optimize sets the process-wide start method (to spawn): DataLoaders after it keep theirs
         multiprocessing.set_start_method(start_method, force=True)
-    for file, arrays in ((TARGETS_FILE, targets), (POSITIONS_FILE, positions)):
+    for file, arrays in ((TARGETS_FILE, targets), (POSITIONS_FILE, positions), (EXTRAS_FILE, extras)):
         atomic_write(out / file, functools.partial(_write_npz, arrays=arrays))
     sizes = {name: len(split.images) for name, split in splits.items()}
     atomic_write_json(out / PACK_FILE, {"version": PACK_VERSION, **meta(), "splits": sizes})
@@ -228,7 +240,7 @@ def fetch_pack(uri: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
         splits = json.loads((local / PACK_FILE).read_text(encoding="utf-8")).get("splits", {})
     except (OSError, ValueError, AttributeError):
         splits = {}  # read_pack names what is wrong with it
-    for name in (TARGETS_FILE, POSITIONS_FILE, *(f"{split}/{INDEX_FILE}" for split in splits)):
+    for name in (TARGETS_FILE, POSITIONS_FILE, EXTRAS_FILE, *(f"{split}/{INDEX_FILE}" for split in splits)):
         download(name)
     return local
 
@@ -252,3 +264,31 @@ def read_pack(uri: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndar
     with np.load(folder / TARGETS_FILE, allow_pickle=False) as stored:
         targets = {name: stored[name] for name in stored.files}
     return meta, targets
+
+
+def read_extras(folder: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+    """Each split's extra arrays in a pack's local folder (``{split: {name: rows}}``); none for packs without."""
+    path = Path(folder).expanduser() / EXTRAS_FILE
+    if not path.is_file():
+        return {}
+    extras: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as stored:
+        for key in stored.files:
+            split, _, name = key.partition("/")
+            extras.setdefault(split, {})[name] = stored[key]
+    return extras
+
+
+def open_pack(uri: str | os.PathLike, cache_dir: str | os.PathLike, kind: str,
+              image_size: int) -> tuple[Path, dict[str, Any]]:
+    """(local folder, ``distill_pack.json``) of ``data.uri``, checked against the data module reading it: packed by
+    the same kind of data module, at the same image size."""
+    folder = fetch_pack(uri, cache_dir)
+    meta, _ = read_pack(folder)
+    if meta.get("kind") != kind:
+        raise ValueError(f"data.uri={uri} holds a packed {meta.get('kind')} data set, not {kind}: use the data "
+                         f"config it was packed with")
+    if int(meta.get("image_size", -1)) != int(image_size):
+        raise ValueError(f"data.image_size={image_size}, but the shards in data.uri={uri} hold "
+                         f"{meta.get('image_size')} px images; pack again or set data.image_size to match")
+    return folder, meta

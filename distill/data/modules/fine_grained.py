@@ -40,7 +40,7 @@ from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
                                               SkipReport, image_size)
 from distill.data.readers.stanford_dogs import breed_name, read_split_list
-from distill.data.shards import ShardImages, fetch_pack, is_remote, read_pack
+from distill.data.shards import ShardImages, is_remote, open_pack, read_pack
 from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
 from distill.data.synthetic import dogs as synthetic_dogs
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
@@ -166,22 +166,28 @@ class _DecodedFolderDataModule(ArrayDataModule):
 
     def pack_folder(self) -> Path:
         """The folder with the pack's small files: ``data.uri``, or their copies downloaded from its URL (once)."""
-        if self._pack_folder is None:
-            self._pack_folder = fetch_pack(self.uri, default_cache_dir(self.cache_dir))
+        self.pack()
+        assert self._pack_folder is not None
         return self._pack_folder
 
     def pack(self) -> dict[str, Any]:
         """The ``distill_pack.json`` of ``data.uri`` (read once), checked against this module's settings."""
         if self._pack is None:
-            meta, _ = read_pack(self.pack_folder())
-            if meta.get("kind") != type(self).__name__:
-                raise ValueError(f"data.uri={self.uri} holds a packed {meta.get('kind')} data set, not "
-                                 f"{type(self).__name__}: use the data config it was packed with")
-            if int(meta.get("image_size", -1)) != self.image_size:
-                raise ValueError(f"data.image_size={self.image_size}, but the shards in data.uri={self.uri} hold "
-                                 f"{meta.get('image_size')} px images; pack again or set data.image_size to match")
-            self._pack = meta
+            self._pack_folder, self._pack = open_pack(self.uri, default_cache_dir(self.cache_dir), type(self).__name__,
+                                                      self.image_size)
         return self._pack
+
+    def pack_splits(self) -> dict[str, Split]:
+        """What ``python -m distill.data.pack`` writes: each split as training reads it (streamed)."""
+        return {name: self.split(name) for name in self.summary()["splits"]}
+
+    def pack_meta(self) -> dict[str, Any]:
+        """What ``distill_pack.json`` records besides the split sizes; asked for after the images are written, so
+        it reports the images replaced while packing."""
+        summary = self.summary()
+        return {"kind": type(self).__name__, "fingerprint_parts": self.fingerprint_parts(),
+                "image_size": self.image_size, "class_names": list(self.class_names), "fast_decode": self.fast_decode,
+                "strict": self.strict, "skipped": summary["skipped"], "skipped_counts": summary["skipped_counts"]}
 
     @property
     def num_classes(self) -> int:

@@ -31,11 +31,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
 from distill.data.readers.image_files import CorruptImageError, image_size
+from distill.data.shards import ShardImages, is_remote, open_pack, read_extras
 from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
 from distill.data.synthetic import geo_photos
 from distill.data.synthetic.geo_photos import render_places, sample_places
@@ -45,6 +47,7 @@ __all__ = ["TRAINING_SPLITS", "GeoArrayDataModule", "GeoCSVDataModule", "Synthet
 log = logging.getLogger(__name__)
 
 TRAINING_SPLITS = ("teacher_train", "train")
+DATA_FORMATS = ("files", "litdata")  # data.format: the CSVs' photos (data.root), or shards (data.uri)
 _REPORT_ROWS = 20  # skipped rows listed in summary()
 
 
@@ -138,13 +141,23 @@ class GeoCSVDataModule(GeoArrayDataModule):
 
     def __init__(self, root: str | os.PathLike | None = None, train_csv: str | None = "train.csv",
                  test_csv: str | None = "test.csv", teacher_train_csv: str | None = None, image_size: int = 96,
-                 strict: bool = False, in_memory: str | bool = "auto", **kwargs: Any) -> None:
+                 strict: bool = False, in_memory: str | bool = "auto", format: str = "files",
+                 uri: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if root is None:
+        if format not in DATA_FORMATS:
+            raise ValueError(f"data.format must be one of {list(DATA_FORMATS)}, got {format!r}")
+        if format == "litdata" and not uri:
+            raise ValueError("data.format=litdata needs data.uri: the folder python -m distill.data.pack wrote")
+        self.format = format
+        self.uri = None if uri is None else str(uri)
+        self.cache_dir = cache_dir  # where a remote data.uri's pack files and chunks are downloaded
+        self._pack: tuple[Path, dict[str, Any]] | None = None
+        if root is None and format == "files":
             raise ValueError("data.root is required: the folder the CSVs' image paths are relative to "
                              "(python -m distill recipe=planet data=geo_csv data.root=...)")
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
+        self.root = Path(root if root is not None else ".").expanduser()
+        if format == "files" and not self.root.is_dir():
             raise FileNotFoundError(f"data.root={self.root} is not a folder")
         if int(image_size) < 1:
             raise ValueError(f"data.image_size must be positive, got {image_size}")
@@ -163,6 +176,8 @@ class GeoCSVDataModule(GeoArrayDataModule):
         self._skipped: dict[str, list[str]] = {}
         self._rows: dict[str, GeoRows] = {}
         self._files_key: dict[str, str] | None = None
+        self._listed: dict[str, tuple[list[Path], np.ndarray]] = {}  # readable rows: paths, places
+        self._labels: dict[str, np.ndarray] = {}  # their cells (-1: outside the partition)
 
     def rows(self, name: str) -> GeoRows:
         """The usable rows of a split's CSV (read once)."""
@@ -170,7 +185,17 @@ class GeoCSVDataModule(GeoArrayDataModule):
             self._rows[name] = read_geo_csv(self.csv_files[name], self.root, strict=self.strict)
         return self._rows[name]
 
+    def pack(self) -> tuple[Path, dict[str, Any]]:
+        """(local folder, ``distill_pack.json``) of ``data.uri`` (fetched once), checked against these settings."""
+        if self._pack is None:
+            self._pack = open_pack(self.uri, default_cache_dir(self.cache_dir), type(self).__name__, self.image_size)
+        return self._pack
+
     def fingerprint_parts(self) -> dict[str, Any]:
+        """The CSVs, every listed image, the settings; from shards, those of the files they were packed from with
+        this run's partition (the partition is built again from the packed places, so it may differ)."""
+        if self.format == "litdata":
+            return {**self.pack()[1]["fingerprint_parts"], "partition": self.partition_settings()}
         if self._files_key is None:  # computed once per data module: a run reads its files once
             groups = {"csv": list(self.csv_files.values()), **{name: self.rows(name).paths for name in self.csv_files}}
             self._files_key = {name: files_fingerprint(paths, self.verify) for name, paths in groups.items()}
@@ -196,6 +221,8 @@ class GeoCSVDataModule(GeoArrayDataModule):
         return np.asarray(kept, dtype=np.int64)
 
     def build_splits(self) -> dict[str, Split]:
+        if self.format == "litdata":
+            return self._shard_splits()
         readable = {}
         for name, csv_path in self.csv_files.items():
             rows = self.rows(name)
@@ -209,6 +236,7 @@ class GeoCSVDataModule(GeoArrayDataModule):
                 log.warning("%s: skipped %d bad rows, e.g. %s", csv_path, len(self._skipped[name]),
                             "; ".join(self._skipped[name][:3]))
         targets = self.label_places({name: latlon for name, (_, latlon) in readable.items()})
+        self._listed, self._labels = readable, targets
         keep = {name: self.kept(name, targets[name]) for name in readable}
         self.kept_in_memory = keep_in_memory(self.in_memory, sum(len(k) for k in keep.values()), self.image_size)
         self._skip_log = SkipLog()
@@ -223,16 +251,60 @@ class GeoCSVDataModule(GeoArrayDataModule):
             splits[name] = Split(images, labels, extras={"latlon": latlon[keep[name]]})
         return splits
 
-    def summary(self) -> dict[str, Any]:
-        """Split sizes, partition, and the skipped rows (file:line: reason)."""
-        base = super().summary()
+    def _shard_splits(self) -> dict[str, Split]:
+        """The packed photos and places; the partition built from the places, the photos outside it left out of
+        training, as from the files."""
+        folder, meta = self.pack()
+        extras = read_extras(folder)
+        sizes = {name: int(count) for name, count in meta["splits"].items()}
+        missing = [name for name in sizes if "latlon" not in extras.get(name, {})]
+        if missing:
+            raise ValueError(f"data.uri={self.uri}: no places (latlon) for split(s) {missing} in its extras "
+                             f"(pack it again with python -m distill.data.pack)")
+        places = {name: extras[name]["latlon"] for name in sizes}
+        targets = self.label_places(places)
+        keep = {name: self.kept(name, targets[name]) for name in sizes}
+        self.kept_in_memory = keep_in_memory(self.in_memory, sum(len(k) for k in keep.values()), self.image_size)
+        url = self.uri.rstrip("/") if is_remote(self.uri) else None
+        splits = {}
+        for name, count in sizes.items():
+            images: Any = ShardImages(folder, name, self.image_size, count, url=url, take=keep[name])
+            if self.kept_in_memory:
+                images = materialise(images, f"{name} images")
+            splits[name] = Split(images, targets[name][keep[name]], extras={"latlon": places[name][keep[name]]})
+        return splits
+
+    def pack_splits(self) -> dict[str, Split]:
+        """What ``python -m distill.data.pack`` writes: every readable photo (those outside the partition too: a
+        run from the shards builds its partition again, with its own data.t1 / data.t2) and its place. A photo
+        whose pixel data fails is replaced by the next of its cell, as in training."""
+        self.setup()
+        return {name: Split(DecodedFiles(paths, self.image_size, labels=self._labels[name], strict=self.strict,
+                                         skip_log=self._skip_log), extras={"latlon": latlon})
+                for name, (paths, latlon) in self._listed.items()}
+
+    def pack_meta(self) -> dict[str, Any]:
+        """What ``distill_pack.json`` records besides the split sizes (after the images are written)."""
+        rows = self._skipped_rows()
+        return {"kind": type(self).__name__, "fingerprint_parts": self.fingerprint_parts(),
+                "image_size": self.image_size, "strict": self.strict, "skipped": len(rows), "skipped_rows": rows}
+
+    def _skipped_rows(self) -> list[str]:
+        if self.format == "litdata":
+            return list(self.pack()[1].get("skipped_rows", []))
         skipped = [row for rows in self._skipped.values() for row in rows]
         if self._skip_log is not None:  # pixel data that failed when decoded (in memory, or in a worker)
             skipped += [f"{path}: does not decode (replaced by the next image of its cell)"
                         for path in self._skip_log.paths()]
+        return skipped
+
+    def summary(self) -> dict[str, Any]:
+        """Split sizes, partition, where the photos come from, and the skipped rows (file:line: reason); from
+        shards, those met when they were packed."""
+        base = super().summary()
+        skipped = self._skipped_rows()
         return {**base, "image_size": self.image_size, "strict": self.strict, "in_memory": self.kept_in_memory,
-                "skipped": len(skipped),
-                "skipped_rows": skipped[:_REPORT_ROWS]}
+                "format": self.format, "skipped": len(skipped), "skipped_rows": skipped[:_REPORT_ROWS]}
 
 
 class SyntheticGeoDataModule(GeoArrayDataModule):
