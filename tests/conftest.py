@@ -44,7 +44,8 @@ TINY = {
                "teacher.fit.epochs=1", "trainer.max_epochs=1", "student.width_multiplier=0.25", "latency_runs=0",
                "progress=false"],
     "coco": ["recipe=coco", "data.num_classes=2", "data.image_size=64", "data.resolution=64",
-             "data.num_teacher_train=16", "data.num_train=12", "data.num_test=8", "data.batch_size=8",
+             "data.num_teacher_train=16", "data.num_train=12", "data.num_test=8", "data.num_unlabelled=8",
+             "data.batch_size=8",
              "teacher.builder.model_name=resnet10t", "teacher.name=resnet10t", "teacher.fit.epochs=1",
              "trainer.max_epochs=1", "student.width_multiplier=0.25", "latency_runs=0", "progress=false"],
 }

@@ -58,6 +58,7 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_r
     assert saved["student"]["width_multiplier"] == 0.25
     assert saved["student"]["params"] < saved["teacher"]["params"]
     assert saved["data"]["splits"] == {"teacher_train": 16, "train": 12, "test": 8}
+    assert saved["data"]["unlabelled"] == 8  # the student's scenes without boxes
     assert set(saved["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation"}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     log = (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]

@@ -2,7 +2,10 @@
 built around the student's or the teacher's network as its backbone, trained on its own box losses (the
 ``ground_truth`` term) plus imitation terms, judged by COCO box mAP@[.5:.95] ("map") and mAP@.5 ("map_50").
 
-Batches are ``(images, targets)`` lists (images of any size, any number of boxes per image).
+Batches are ``(images, targets)`` lists (images of any size, any number of boxes per image). A target with
+``labelled`` False is an image the student learns from its teacher only: it has no boxes, so SSD's box losses
+leave it out (hard negatives are mined per image, three per matched anchor: none), and the map imitation covers
+the whole image instead of the object cells. Faster R-CNN would take such an image as background: refused.
 """
 
 from __future__ import annotations
@@ -113,7 +116,11 @@ class DetectionTask(Task):
             output, losses = None, dict(student(images, targets))
         with torch.no_grad(), torch.random.fork_rng():  # the boxes in the detector's input coordinates, for
             prepared, prepared_targets = student.transform(images, [dict(t) for t in targets])  # masked imitation
-        context = {"boxes": [t["boxes"] for t in prepared_targets], "image_size": tuple(prepared.tensors.shape[-2:])}
+        height, width = prepared.tensors.shape[-2:]
+        whole = torch.tensor([[0.0, 0.0, float(width), float(height)]])  # no boxes known: imitate everywhere
+        boxes = [t["boxes"] if source.get("labelled", True) else whole
+                 for t, source in zip(prepared_targets, batch[1])]
+        context = {"boxes": boxes, "image_size": (int(height), int(width))}
         return StudentStep(output, losses if with_losses else {}, context)
 
     def teacher_forward(self, teacher: nn.Module, batch: Any) -> Any:
@@ -128,7 +135,14 @@ class DetectionTask(Task):
         return dict(model(batch[0], self._targets(batch)))
 
     def check_ground_truth(self, datamodule: Any) -> None:
-        """Every detection split carries its boxes."""
+        """Every labelled detection image carries its boxes; images without (``data.num_unlabelled``,
+        ``data.unlabelled_ann_file``) need a detector whose box losses leave them out: SSD."""
+        datamodule.setup()
+        count = len(getattr(datamodule, "unlabelled", []))
+        if count and self.kind != "ssd":
+            raise ValueError(f"the student's split holds {count} unlabelled images, but detector={self.kind} would "
+                             f"train on them as background (no objects); use detector=ssd, or leave them out "
+                             f"(data.num_unlabelled=0 / data.unlabelled_ann_file=null)")
 
     # --- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,

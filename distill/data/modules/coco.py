@@ -3,6 +3,10 @@
 Three splits: ``teacher_train`` (fits the teacher when no weights are given), ``train`` (the student's labelled
 images) and ``test`` (scores both). On a real dataset the teacher and the student share the training file unless
 ``teacher_ann_file`` names another; the test split is ``test_ann_file`` or every k-th training image.
+``unlabelled_ann_file`` (an image-info file such as COCO's ``image_info_unlabeled2017.json``, images under
+``unlabelled_root``) adds images without boxes to the student's split: the teacher's maps and head outputs teach
+on them, the box losses skip them (an SSD image without boxes adds nothing to its loss). They do not shape the
+teacher, so they are not in its key.
 
 ``setup()`` reads and checks the annotation files and opens every listed image once (a JPEG decoded at an eighth
 of its size, which is fast), so an undecodable image or one whose size differs from its annotation file stops the
@@ -48,7 +52,8 @@ class CocoDataModule(pl.LightningDataModule):
                  teacher_root: str | None = None, teacher_ann_file: str | None = None,
                  max_images: int | None = None, resolution: int = 300, batch_size: int = 16,
                  eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0,
-                 verify: str = "stat", box_policy: str = "error"):
+                 verify: str = "stat", box_policy: str = "error", unlabelled_root: str | None = None,
+                 unlabelled_ann_file: str | None = None):
         super().__init__()
         if box_policy not in BOX_POLICIES:
             raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)} (what a box past its image's edge "
@@ -65,6 +70,8 @@ class CocoDataModule(pl.LightningDataModule):
         self.test_ann_file = Path(test_ann_file).expanduser() if test_ann_file else None
         self.teacher_root = Path(teacher_root).expanduser() if teacher_root else self.root
         self.teacher_ann_file = Path(teacher_ann_file).expanduser() if teacher_ann_file else None
+        self.unlabelled_ann_file = Path(unlabelled_ann_file).expanduser() if unlabelled_ann_file else None
+        self.unlabelled_root = Path(unlabelled_root).expanduser() if unlabelled_root else self.root
         self.test_every = int(test_every)
         self.max_images = max_images
         self.resolution = int(resolution)
@@ -72,6 +79,7 @@ class CocoDataModule(pl.LightningDataModule):
         self.num_workers, self.flip, self.seed = loader_workers(num_workers), bool(flip), int(seed)
         self.verify = verify_mode(verify, "data.verify")
         self.splits: dict[str, list[CocoImage]] = {}
+        self.unlabelled: list[CocoImage] = []  # the student's images without boxes (after its labelled ones)
         self.index: CocoIndex | None = None
         self._resume: tuple[int, int] | None = None
         self._files_key: dict[str, str] | None = None
@@ -100,6 +108,14 @@ class CocoDataModule(pl.LightningDataModule):
         for name, images in (("train", train), ("test", test_images), ("teacher_train", teacher_train)):
             if not images:
                 raise ValueError(f"the {name} split of {self.ann_file} is empty")
+        if self.unlabelled_ann_file is not None:
+            extra = load_coco(self.unlabelled_ann_file, self.unlabelled_root, max_images=self.max_images,
+                              unlabelled=True)
+            _same_categories(index, extra)
+            _check_images(extra)
+            if not extra.images:
+                raise ValueError(f"data.unlabelled_ann_file={self.unlabelled_ann_file} lists no images")
+            self.unlabelled = extra.images
         self.index = index
         self.splits = {"teacher_train": teacher_train, "train": train, "test": test_images}
         for name, images in self.splits.items():
@@ -148,13 +164,15 @@ class CocoDataModule(pl.LightningDataModule):
                 "boxes_clipped": {name: int(sum(im.boxes_clipped for im in images))
                                   for name, images in self.splits.items()},
                 "boxes_skipped": {name: int(sum(im.boxes_skipped for im in images))
-                                  for name, images in self.splits.items()}}
+                                  for name, images in self.splits.items()},
+                "unlabelled": len(self.unlabelled)}
 
     # --- loaders ------------------------------------------------------------------------------------------------
     def _loader(self, split: str, *, train: bool, batch_size: int | None = None, shard: bool = True) -> DataLoader:
         """Training order and flips are functions of (seed, epoch): the view of an image is the epoch."""
         self.setup()
-        dataset = CocoDetectionDataset(self.splits[split], flip=self.flip and train, seed=self.seed)
+        images = self.splits[split] + (self.unlabelled if split == "train" else [])
+        dataset = CocoDetectionDataset(images, flip=self.flip and train, seed=self.seed)
         sampler = None
         if train:
             sampler = ViewSampler(len(dataset), 1_000_000, shuffle=True, seed=self.seed,
@@ -216,29 +234,36 @@ class SyntheticCocoDataModule(CocoDataModule):
                  num_teacher_train: int = 800, num_train: int = 400, num_test: int = 200, max_objects: int = 4,
                  min_scale: float = 0.15, max_scale: float = 0.5, colour_jitter: float = 40.0, resolution: int = 128,
                  batch_size: int = 8, eval_batch_size: int = 32, num_workers: int = 0, flip: bool = True, seed: int = 0,
-                 box_policy: str = "error"):
+                 box_policy: str = "error", num_unlabelled: int = 0):
         self.settings = {"num_classes": int(num_classes), "image_size": int(image_size), "max_objects": int(max_objects),
                          "min_scale": float(min_scale), "max_scale": float(max_scale),
                          "colour_jitter": float(colour_jitter), "seed": int(seed)}
         self.counts = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
         if min(self.counts.values()) < 1:
             raise ValueError(f"every synthetic split needs at least one image, got {self.counts}")
+        if int(num_unlabelled) < 0:
+            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
+        self.num_unlabelled = int(num_unlabelled)
+        # written after the labelled splits, from their own random stream: those stay the scenes of a run without
+        written = {**self.counts, **({"unlabelled": self.num_unlabelled} if self.num_unlabelled else {})}
+        self.written = written
         self.generator = source_digest(coco_scenes)  # a changed generator writes other scenes: a new folder
-        key = fingerprint(**self.settings, counts=self.counts, generator=self.generator)
+        key = fingerprint(**self.settings, counts=written, generator=self.generator)
         self.folder = default_cache_dir(cache_dir) / "synthetic_coco" / key
-        files = {split: self.folder / "annotations" / f"{split}.json" for split in SPLITS}
+        files = {split: self.folder / "annotations" / f"{split}.json" for split in written}
         super().__init__(self.folder / "images", files["train"], test_ann_file=str(files["test"]),
                          teacher_ann_file=str(files["teacher_train"]), resolution=resolution, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers, flip=flip, seed=seed,
-                         box_policy=box_policy)
-        self.test_root = self.teacher_root = self.root
+                         box_policy=box_policy, unlabelled_ann_file=files.get("unlabelled"))
+        self.test_root = self.teacher_root = self.unlabelled_root = self.root
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            write_synthetic_coco(self.folder, self.counts, **self.settings)
+            write_synthetic_coco(self.folder, self.written, **self.settings)
         super().setup(stage)
 
     def key_parts(self) -> dict[str, Any]:
-        """The scenes are a function of the settings and the generator's source (their folder's key)."""
+        """The scenes are a function of the settings and the generator's source (their folder's key); the
+        student's unlabelled scenes do not shape the teacher."""
         return {"kind": type(self).__name__, "synthetic": self.settings, "generator": self.generator,
                 "counts": self.counts, "flip": self.flip}

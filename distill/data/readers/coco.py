@@ -45,6 +45,7 @@ class CocoImage:
     crowd_labels: np.ndarray
     boxes_clipped: int = 0   # boxes past the image's edge clipped to it (box_policy=clip)
     boxes_skipped: int = 0   # boxes past the image's edge left out (box_policy=skip)
+    labelled: bool = True    # False: an image the student learns from its teacher only (no boxes known)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class CocoIndex:
         return int(sum(image.boxes_skipped for image in self.images))
 
 
-def _read_json(ann_file: Path) -> dict:
+def _read_json(ann_file: Path, keys: tuple[str, ...] = ("images", "annotations", "categories")) -> dict:
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
     try:
@@ -83,10 +84,11 @@ def _read_json(ann_file: Path) -> dict:
         raise ValueError(f"{ann_file} is not a COCO instances file: its top level is a JSON "
                          f"{_json_type(data)}, expected an object with the lists 'images', 'annotations', "
                          f"'categories'")
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
+    missing = [key for key in keys if not isinstance(data.get(key), list)]
     if missing:
-        raise ValueError(f"{ann_file} is not a COCO instances file: no list {missing} "
-                         f"(expected keys 'images', 'annotations', 'categories')")
+        kind = "instances" if "annotations" in keys else "image-info"
+        raise ValueError(f"{ann_file} is not a COCO {kind} file: no list {missing} "
+                         f"(expected keys {', '.join(repr(key) for key in keys)})")
     return data
 
 
@@ -192,7 +194,7 @@ def _image_records(data: dict, ann_file: Path) -> dict[int, dict]:
 
 
 def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, check_files: bool = True,
-              max_images: int | None = None, box_policy: str = "error") -> CocoIndex:
+              max_images: int | None = None, box_policy: str = "error", unlabelled: bool = False) -> CocoIndex:
     """Read and check a COCO instances file whose ``file_name`` entries are relative to ``image_root``.
 
     Raises ValueError naming the annotation id and ``ann_file`` for a box outside its image (``box_policy="error"``;
@@ -200,11 +202,15 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
     id that is not listed; FileNotFoundError for a listed image file that is missing; ValueError naming the
     ``images[]`` entry whose width and height are not the image file's (``check_files``: every kept image's header
     is read). ``max_images`` keeps the first images (by id) only, e.g. for a quick run on a large dataset.
+    ``unlabelled``: an image-info file (COCO's ``image_info_unlabeled2017.json``: ``images`` and ``categories``);
+    any annotations are not read, and every image is marked ``labelled=False``.
     """
     if box_policy not in BOX_POLICIES:
         raise ValueError(f"data.box_policy must be one of {list(BOX_POLICIES)}, got {box_policy!r}")
     ann_file, image_root = Path(ann_file).expanduser(), Path(image_root).expanduser()
-    data = _read_json(ann_file)
+    data = _read_json(ann_file, ("images", "categories") if unlabelled else ("images", "annotations", "categories"))
+    if unlabelled:
+        data = {**data, "annotations": []}
     categories = _categories(data, ann_file)
     if not categories:
         raise ValueError(f"{ann_file}: 'categories' is empty")
@@ -253,7 +259,8 @@ def load_coco(ann_file: str | os.PathLike, image_root: str | os.PathLike, *, che
         crowd_own = np.asarray(crowd[image_id], dtype=np.float32).reshape(-1, 5)
         records.append(CocoImage(image_id, path, info["width"], info["height"], own[:, :4], own[:, 4].astype(np.int64),
                                  crowd_own[:, :4], crowd_own[:, 4].astype(np.int64),
-                                 boxes_clipped=fixed[image_id]["clipped"], boxes_skipped=fixed[image_id]["skipped"]))
+                                 boxes_clipped=fixed[image_id]["clipped"], boxes_skipped=fixed[image_id]["skipped"],
+                                 labelled=not unlabelled))
     return CocoIndex(ann_file, records, [int(c["id"]) for c in categories],
                      [str(c.get("name", c["id"])) for c in categories], box_policy=box_policy)
 
@@ -294,7 +301,8 @@ class CocoDetectionDataset(Dataset):
             boxes = torch.stack([record.width - boxes[:, 2], boxes[:, 1], record.width - boxes[:, 0], boxes[:, 3]], 1)
             crowd = torch.stack([record.width - crowd[:, 2], crowd[:, 1], record.width - crowd[:, 0], crowd[:, 3]], 1)
         target = {"boxes": boxes, "labels": torch.from_numpy(record.labels.copy()), "image_id": record.id,
-                  "crowd_boxes": crowd, "crowd_labels": torch.from_numpy(record.crowd_labels.copy())}
+                  "crowd_boxes": crowd, "crowd_labels": torch.from_numpy(record.crowd_labels.copy()),
+                  "labelled": record.labelled}
         return image, target
 
 
