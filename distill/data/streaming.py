@@ -14,7 +14,13 @@ A file that fails to decode (one that passed the listing's header check: its pix
 raises ``CorruptImageError`` naming it with ``strict=True``. Otherwise it is replaced, deterministically, by the
 next file of the split (wrapping around) with the same label that decodes, and its path is written to a
 ``SkipLog``: a folder of one small text file per process, so files met inside DataLoader workers reach the data
-module's ``summary()`` (results.json ``"data"``) in the main process.
+module's ``summary()`` (results.json ``"data"``) in the main process. ``readable_headers`` is the cheap check a
+data module runs on its lists before streaming them (the header of each file, nothing decoded).
+
+How a file becomes its square is the data module's: by default ``load_image``'s centre square, resized; a
+``decoder`` gives another one, such as ``CentreCrop`` (the face readers' central share of the shorter side) or
+a face crop by a box found once. Whatever it is, the in-memory array of a data module is the same decoding of the
+same files, so the pixels agree bit for bit.
 """
 
 from __future__ import annotations
@@ -23,17 +29,18 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.align import centre_crop
+from distill.data.readers.image_files import CorruptImageError, image_size, load_image
 
-__all__ = ["IN_MEMORY_AUTO_BYTES", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes", "in_memory_setting",
-           "keep_in_memory", "materialise"]
+__all__ = ["IN_MEMORY_AUTO_BYTES", "CentreCrop", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes",
+           "in_memory_setting", "keep_in_memory", "materialise", "readable_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +93,13 @@ class DecodedFiles:
 
     ``labels`` (optional) choose a replacement of the same class for a file that does not decode (``strict=False``).
     ``draft``: JPEG draft decoding (``distill.data.readers.image_files.load_image``).
+    ``decoder``: ``decoder(path, index)`` gives file ``index``'s square instead of ``load_image``'s centre square
+    (``CentreCrop``, a face crop by a box found once...); a picklable object, as DataLoader workers may need it.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], size: int, *, labels: np.ndarray | None = None,
-                 strict: bool = True, draft: bool = False, skip_log: SkipLog | None = None) -> None:
+                 strict: bool = True, draft: bool = False, skip_log: SkipLog | None = None,
+                 decoder: Callable[[Path, int], np.ndarray] | None = None) -> None:
         if len(paths) == 0:
             raise ValueError("DecodedFiles needs at least one image file")
         if labels is not None and len(labels) != len(paths):
@@ -100,6 +110,7 @@ class DecodedFiles:
         self.strict = bool(strict)
         self.draft = bool(draft)
         self.skip_log = skip_log
+        self.decoder = decoder
 
     # the array interface ImageArrayDataset checks and reads
     ndim = 4
@@ -124,7 +135,13 @@ class DecodedFiles:
         return self._replacement(index)
 
     def _decode(self, index: int) -> np.ndarray:
-        image = load_image(self.paths[index], self.size, draft=self.draft)
+        if self.decoder is None:
+            image = load_image(self.paths[index], self.size, draft=self.draft)
+        else:
+            image = self.decoder(self.paths[index], index)
+            if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
+                raise ValueError(f"{self.decoder!r} decoded {self.paths[index]} to {image.dtype} {image.shape}, "
+                                 f"not a ({self.size}, {self.size}, 3) uint8 square")
         return image if image.flags.writeable else image.copy()  # Pillow's buffer is read-only; torch wants to own
 
     def _replacement(self, index: int) -> np.ndarray:
@@ -146,6 +163,40 @@ class DecodedFiles:
         log.warning("image %s does not decode (data.strict=false): a replacement is served", path)
         if self.skip_log is not None:
             self.skip_log.add(path)
+
+
+class CentreCrop:
+    """A ``DecodedFiles`` decoder: the whole image (``load_image``), then its central square of side ``fraction`` x
+    the shorter side resized to ``size`` (``distill.data.align.centre_crop``), as the face readers decode."""
+
+    def __init__(self, size: int, fraction: float = 1.0) -> None:
+        if not 0.0 < float(fraction) <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.size = int(size)
+        self.fraction = float(fraction)
+
+    def __call__(self, path: Path, index: int) -> np.ndarray:
+        return centre_crop(load_image(path), self.size, self.fraction)
+
+    def __repr__(self) -> str:
+        return f"CentreCrop(size={self.size}, fraction={self.fraction})"
+
+
+def readable_headers(paths: Sequence[str | os.PathLike], *, strict: bool = True,
+                     where: Sequence[str] | None = None) -> np.ndarray:
+    """Which files' image headers read (``image_size``: nothing is decoded), as a bool mask: the cheap check of a
+    list before it streams. Strict: the first missing or unreadable file raises (FileNotFoundError or
+    ``CorruptImageError``) naming it and ``where[i]``, where it was listed; otherwise its entry is False."""
+    ok = np.ones(len(paths), dtype=bool)
+    for i, path in enumerate(tqdm(paths, desc="checking images", unit="image", leave=False, disable=None)):
+        try:
+            image_size(path)
+        except (CorruptImageError, FileNotFoundError) as error:
+            if strict:
+                listed = f" (listed in {where[i]})" if where is not None else ""
+                raise type(error)(f"{error}{listed}") from error
+            ok[i] = False
+    return ok
 
 
 def materialise(images: Any, what: str = "images") -> np.ndarray:

@@ -10,13 +10,17 @@ Both serve three splits (see ``distill.data.modules.base``) with targets of shap
 
 The synthetic faces come from ``distill.data.synthetic.faces``; CelebA's lists are read by
 ``distill.data.readers.celeba``. Building the arrays (rendering or decoding thousands of faces) takes a while, so
-they are kept on disk under ``<cache dir>/faces/``, keyed by everything that determines them.
+they are kept on disk under ``<cache dir>/faces/``, keyed by everything that determines them. CelebA's photos
+(and an ``unlabeled_root`` folder's) stream instead when they are too many to hold decoded (``in_memory``:
+``auto`` below ``distill.data.streaming.IN_MEMORY_AUTO_BYTES``): each is decoded and cropped in the DataLoader
+workers (``distill.data.streaming.DecodedFiles``) to the pixels the in-memory array holds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
                                          read_celeba_partition)
 from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport, list_image_files
+from distill.data.streaming import (CentreCrop, DecodedFiles, SkipLog, in_memory_setting, keep_in_memory,
+                                    readable_headers)
 from distill.data.synthetic import faces as synthetic_faces
 
 __all__ = ["CelebADataModule", "SyntheticAttributesDataModule"]
@@ -63,6 +69,7 @@ class _AttributeDataModule(ArrayDataModule):
         self._unlabeled_key: dict[str, Any] | None = None
         self._report: dict[str, Any] = {}
         self._unlabeled_skips = SkipReport()
+        self._unlabeled_report = SkipReport()  # what is left out of the unlabeled folder, by reason
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -144,18 +151,28 @@ class _AttributeDataModule(ArrayDataModule):
             return {"images": images, "kept": kept}
 
         arrays = load_or_build_arrays(self._cache_file("unlabeled", key), build, "Attribute data")
-        skipped = sorted(set(range(len(files))) - set(arrays["kept"].tolist()))
-        report = SkipReport()
+        ok = np.zeros(len(files), dtype=bool)
+        ok[arrays["kept"]] = True
+        self._note_unlabeled(ok)
+        return arrays["images"]
+
+    def _unlabeled_streamed(self) -> list[Path]:
+        """The unlabeled files whose header reads (streamed: nothing is decoded now); the others are reported."""
+        files = self.unlabeled_files()
+        where = [f"data.unlabeled_root={self.unlabeled_root}"] * len(files)
+        ok = readable_headers(files, strict=self.strict, where=where)
+        self._note_unlabeled(ok)
+        return [path for path, good in zip(files, ok) if good]
+
+    def _note_unlabeled(self, ok: np.ndarray) -> None:
+        """Log and report the unlabeled folder's skipped files: not images, hidden, and those not ``ok``."""
+        report = self._unlabeled_report
         report.update(self._unlabeled_skips)  # not images, hidden files
-        for i in skipped:
-            report.add(SKIP_CORRUPT, files[i])
+        for i in np.flatnonzero(~ok):
+            report.add(SKIP_CORRUPT, self.unlabeled_files()[i])
         if len(report):
             report.log(log, f"Attribute data (data.unlabeled_root={self.unlabeled_root})")
-            every = [path for paths in report.files.values() for path in paths]
-            self._report["unlabeled_skipped"] = {"count": len(every),
-                                                 "paths": [str(path) for path in every[:_REPORT_PATHS]],
-                                                 "by_reason": report.as_dict(_REPORT_PATHS)}
-        return arrays["images"]
+            self._report["unlabeled_skipped"] = _skip_entry(report)
 
     def _student_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
         """The student's split: its labels only with ``student_labels``; the unlabeled folder appended."""
@@ -257,6 +274,13 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         }
 
 
+def _skip_entry(report: SkipReport) -> dict[str, Any]:
+    """A skip report as summary() gives it: the count, the first paths, and the first paths of each reason."""
+    every = [path for paths in report.files.values() for path in paths]
+    return {"count": len(every), "paths": [str(path) for path in every[:_REPORT_PATHS]],
+            "by_reason": report.as_dict(_REPORT_PATHS)}
+
+
 def _partition_codes(name: str, value: Any) -> tuple[int, ...]:
     names = [value] if isinstance(value, str) else list(value or [])
     unknown = [n for n in names if n not in CELEBA_PARTITIONS]
@@ -272,7 +296,14 @@ class CelebADataModule(_AttributeDataModule):
     ``teacher_partitions`` (default train) fit the teacher; ``student_partitions`` (default train) are the
     student's images, served without labels, plus any ``unlabeled_root`` folder; ``test_partitions`` (default
     test) score both. ``max_per_split`` keeps the first N images of each split (file order). Images are
-    centre-cropped (``crop_fraction`` of the shorter side) and resized to ``image_size`` once, then cached.
+    centre-cropped (``crop_fraction`` of the shorter side) and resized to ``image_size``: ``in_memory=true`` decodes
+    them once and keeps the arrays on disk for later runs; ``false`` decodes each in the DataLoader workers when a
+    batch needs it (the same pixels, the same key); ``auto`` keeps them in memory below
+    ``distill.data.streaming.IN_MEMORY_AUTO_BYTES`` decoded.
+
+    A missing or unreadable image is an error naming it and its line (``strict``); otherwise it is skipped and
+    reported. Streamed, an image whose header reads but whose pixels do not is only met in a worker: it is then
+    replaced by the next image of its split that decodes (its attributes stay the replaced image's), and reported.
     """
 
     def __init__(
@@ -290,6 +321,7 @@ class CelebADataModule(_AttributeDataModule):
         student_labels: bool = False,
         unlabeled_root: str | os.PathLike | None = None,
         strict: bool = True,
+        in_memory: str | bool = "auto",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
         **loader_args: Any,
@@ -297,6 +329,9 @@ class CelebADataModule(_AttributeDataModule):
         super().__init__(image_size=image_size, student_labels=student_labels, unlabeled_root=unlabeled_root,
                          crop_fraction=crop_fraction, strict=strict, cache_dir=cache_dir, use_cache=use_cache,
                          **loader_args)
+        self.in_memory = in_memory_setting(in_memory)
+        self.kept_in_memory: bool | None = None
+        self._skip_log: SkipLog | None = None  # streamed: images replaced in the workers
         if not root:
             raise ValueError("data.root is not set: give the CelebA folder holding img_align_celeba/, "
                              "list_attr_celeba.txt and list_eval_partition.txt (data.root=/path/to/celeba)")
@@ -368,7 +403,8 @@ class CelebADataModule(_AttributeDataModule):
     def fingerprint_parts(self) -> dict[str, Any]:
         return {**self._decode_parts(), "unlabeled": self._unlabeled_parts(), "verify": self.verify}
 
-    def _decode(self) -> dict[str, np.ndarray]:
+    def _listed(self) -> tuple[np.ndarray, list[Path], list[str]]:
+        """The rows every split needs, their image paths and where each is listed; strict: a missing one raises."""
         table = self.listing()["table"]
         rows = self._needed_rows()
         paths = [self.images_dir / table.files[i] for i in rows]
@@ -378,6 +414,10 @@ class CelebADataModule(_AttributeDataModule):
             if absent:
                 raise FileNotFoundError(f"CelebA image not found: {paths[absent[0]]} (listed in {origins[absent[0]]}); "
                                         f"{len(absent)} listed image(s) are missing")
+        return rows, paths, origins
+
+    def _decode(self) -> dict[str, np.ndarray]:
+        rows, paths, origins = self._listed()
         log.info("Attribute data: decoding %d CelebA images to %d px (kept on disk for later runs)", len(paths),
                  self.image_size)
         images, kept = decode_images(paths, self.image_size, crop_fraction=self.crop_fraction, strict=self.strict,
@@ -385,6 +425,10 @@ class CelebADataModule(_AttributeDataModule):
         return {"rows": rows[kept], "images": images, "skipped": rows[np.setdiff1d(np.arange(len(rows)), kept)]}
 
     def build_splits(self) -> dict[str, Split]:
+        total = len(self._needed_rows()) + len(self.unlabeled_files())
+        self.kept_in_memory = keep_in_memory(self.in_memory, total, self.image_size)
+        if not self.kept_in_memory:
+            return self._streamed_splits()
         arrays = load_or_build_arrays(self._cache_file("celeba", self._decode_parts()["celeba"]), self._decode,
                                       "Attribute data")
         table = self.listing()["table"]
@@ -405,3 +449,54 @@ class CelebADataModule(_AttributeDataModule):
         return {"teacher_train": Split(*take("teacher_train")),
                 "train": self._student_split(student_images, student_labels),
                 "test": Split(*take("test"))}
+
+    def _streamed_splits(self) -> dict[str, Split]:
+        """Each split's files as ``DecodedFiles`` (decoded and cropped in the workers); the headers are checked now."""
+        table = self.listing()["table"]
+        rows, paths, origins = self._listed()
+        ok = readable_headers(paths, strict=self.strict, where=origins)
+        if not ok.all():
+            bad = [str(paths[i]) for i in np.flatnonzero(~ok)]
+            log.warning("Attribute data: skipped %d missing or unreadable CelebA image(s) (data.strict=false), e.g. %s",
+                        len(bad), bad[0])
+            self._report["skipped"] = {"count": len(bad), "paths": bad[:_REPORT_PATHS]}
+        usable = {int(row) for row in rows[ok]}
+        self._skip_log = SkipLog()
+        weakref.finalize(self, self._skip_log.remove)
+
+        def files(split: str, extra: Sequence[Path] = ()) -> Split:
+            kept = [int(row) for row in self.listing()["rows"][split] if int(row) in usable]
+            listed = [self.images_dir / table.files[row] for row in kept] + list(extra)
+            if not listed:
+                raise ValueError(f"Attribute data: no image of split '{split}' can be read (data.strict=false)")
+            images = DecodedFiles(listed, self.image_size, strict=self.strict, skip_log=self._skip_log,
+                                  decoder=CentreCrop(self.image_size, self.crop_fraction))
+            return Split(images, table.labels[kept])
+
+        extra = self._unlabeled_streamed() if self.unlabeled_root is not None else []
+        if self.unlabeled_root is not None:
+            self._report["unlabeled_images"] = len(extra)
+        student = files("train", extra)
+        return {"teacher_train": files("teacher_train"),
+                "train": Split(student.images, student.targets if self.student_labels else None),
+                "test": files("test")}
+
+    def summary(self) -> dict[str, Any]:
+        """As for every attribute data set, with whether the images are in memory; streamed, the images replaced in
+        the workers so far are counted with the skipped ones (``skipped``, ``unlabeled_skipped``)."""
+        summary = {**super().summary(), "in_memory": self.kept_in_memory}
+        replaced = self._skip_log.paths() if self._skip_log is not None else []
+        unlabeled = {str(path) for path in self.unlabeled_files()}
+        celeba = [str(path) for path in replaced if str(path) not in unlabeled]
+        if celeba:
+            before = summary.get("skipped", {"count": 0, "paths": []})
+            summary["skipped"] = {"count": before["count"] + len(celeba),
+                                  "paths": (before["paths"] + celeba)[:_REPORT_PATHS]}
+        extra = [path for path in replaced if str(path) in unlabeled]
+        if extra:
+            report = SkipReport()
+            report.update(self._unlabeled_report)
+            for path in extra:
+                report.add(SKIP_CORRUPT, path)
+            summary["unlabeled_skipped"] = _skip_entry(report)
+        return summary

@@ -12,15 +12,18 @@ Both serve three splits (see ``distill.data.modules.base``):
 Rendering thousands of synthetic faces or decoding (and aligning) thousands of photographs takes a while, so
 the arrays are kept on disk once built, under ``<cache dir>/faces/``, keyed by everything that determines them
 (the generator settings and source, or the file list with sizes and modification times, or contents with
-``verify=content``: ``distill.core.fingerprint.files_fingerprint``).
+``verify=content``: ``distill.core.fingerprint.files_fingerprint``). Photographs too many to hold decoded
+(``in_memory``: ``auto`` below ``distill.data.streaming.IN_MEMORY_AUTO_BYTES``) stream instead: each is decoded,
+cropped (and cut around its face, found once: ``distill.data.face_folders``) in the DataLoader workers, to the
+same pixels.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,12 @@ from tqdm.auto import tqdm
 from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
+from distill.data.face_folders import FaceBoxCrop, find_faces, fold_pairs, limit_identities
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.readers.image_files import SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport, load_image
 from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs
+from distill.data.streaming import (CentreCrop, DecodedFiles, SkipLog, in_memory_setting, keep_in_memory,
+                                    readable_headers)
 from distill.data.synthetic import faces as synthetic_faces
 
 __all__ = ["FaceFolderDataModule", "SyntheticFacesDataModule", "data_cache_dir"]
@@ -184,45 +190,6 @@ class SyntheticFacesDataModule(ArrayDataModule):
         }
 
 
-def _limit_identities(folder: IdentityFolder, max_identities: int | None, max_images: int | None,
-                      min_images: int) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Files and labels of the kept identities (sorted by name; the first ``max_images`` files of each)."""
-    by_label: dict[int, list[Path]] = {}
-    for path, label in folder.samples:
-        by_label.setdefault(label, []).append(path)
-    paths: list[Path] = []
-    labels: list[int] = []
-    names: list[str] = []
-    for label, files in sorted(by_label.items()):
-        if len(files) < min_images:
-            continue
-        if max_identities is not None and len(names) >= max_identities:
-            break
-        files = files[:max_images] if max_images is not None else files
-        paths += files
-        labels += [len(names)] * len(files)
-        names.append(folder.classes[label])
-    if len(names) < 2:
-        raise ValueError(f"{folder.root}: need at least 2 identities with >= {min_images} images each, "
-                         f"found {len(names)}")
-    return paths, np.array(labels, dtype=np.int64), names
-
-
-def _deal_into_folds(pairs: list[tuple[int, int, bool]], num_folds: int) -> tuple[list[tuple[int, int, bool]], int]:
-    """Re-deal one fold of pairs (a ``pairsDevTest.txt``) into ``num_folds`` folds of equal size, same pairs
-    first in each; returns (pairs, number left over)."""
-    same = [p for p in pairs if p[2]]
-    different = [p for p in pairs if not p[2]]
-    per_fold = min(len(same), len(different)) // num_folds
-    if per_fold == 0:
-        raise ValueError(f"{len(same)} same and {len(different)} different pairs cannot fill {num_folds} folds "
-                         f"with one pair of each kind; lower data.num_folds")
-    out = []
-    for f in range(num_folds):
-        out += same[f * per_fold:(f + 1) * per_fold] + different[f * per_fold:(f + 1) * per_fold]
-    return out, len(pairs) - len(out)
-
-
 class FaceFolderDataModule(ArrayDataModule):
     """Real faces: identity folders (VGGFace2 / CASIA-WebFace layout) to train on, LFW to test on.
 
@@ -233,10 +200,16 @@ class FaceFolderDataModule(ArrayDataModule):
     ``pairs.txt`` (10 folds) or ``pairsDevTest.txt`` (one fold, re-dealt into ``num_folds``); null looks for
     ``pairs.txt`` in ``lfw_root`` and then next to it.
 
-    Images are decoded once to ``image_size`` squares: with ``align`` by MTCNN (``distill.data.align``), else
-    the central ``crop_fraction`` of the shorter side. With ``strict`` a corrupt file raises an error naming
-    it; without, it is skipped (test pairs using it are dropped). Faces MTCNN cannot find keep the centre
-    crop. Both are counted and their paths listed in ``summary()``, which train.py writes to results.json.
+    Images are decoded to ``image_size`` squares: with ``align`` by MTCNN (``distill.data.align``), else
+    the central ``crop_fraction`` of the shorter side. ``in_memory``: ``true`` decodes every image at set-up
+    (kept on disk for later runs); ``false`` decodes each in the DataLoader workers when a batch needs it (with
+    ``align``, MTCNN finds the faces once at set-up and only their boxes are kept); ``auto`` keeps the images in
+    memory below ``distill.data.streaming.IN_MEMORY_AUTO_BYTES`` decoded. Both give the same pixels and one key.
+
+    With ``strict`` a corrupt file raises an error naming it; without, it is skipped (test pairs using it are
+    dropped). Streamed, a file whose header reads but whose pixels do not is only met in a worker: it is then
+    replaced by the next image of the same person that decodes. Faces MTCNN cannot find keep the centre crop.
+    All are counted and their paths listed in ``summary()``, which train.py writes to results.json.
     """
 
     def __init__(
@@ -252,6 +225,7 @@ class FaceFolderDataModule(ArrayDataModule):
         min_images_per_identity: int = 1,
         num_folds: int = 10,
         strict: bool = True,
+        in_memory: str | bool = "auto",
         align: bool = False,
         align_margin: float = 0.2,
         align_min_face_size: int = 20,
@@ -280,6 +254,8 @@ class FaceFolderDataModule(ArrayDataModule):
         self.min_images_per_identity = config_int("min_images_per_identity", min_images_per_identity)
         self.num_folds = config_int("num_folds", num_folds)
         self.strict = bool(strict)
+        self.in_memory = in_memory_setting(in_memory)
+        self.kept_in_memory: bool | None = None
         self.align = bool(align)
         self.align_margin = float(align_margin)
         self.align_min_face_size = int(align_min_face_size)
@@ -293,6 +269,7 @@ class FaceFolderDataModule(ArrayDataModule):
         self._pair_folds: int | None = None
         self._aligner: FaceAligner | None = None
         self._digests: dict[tuple[Path, ...], str] = {}
+        self._skip_logs: dict[str, SkipLog] = {}  # streamed splits: images replaced in the workers
 
     def _files_digest(self, paths: Sequence[Path]) -> str:
         """``files_fingerprint(paths, self.verify)``, computed once per file list (a run reads its files once)."""
@@ -323,12 +300,12 @@ class FaceFolderDataModule(ArrayDataModule):
         folders = [IdentityFolder(self.root)] + ([IdentityFolder(self.train_root)] if self.train_root else [])
         for folder in folders:
             self._skips.update(folder.skipped)
-        teacher = _limit_identities(folders[0], self.max_identities, self.max_images_per_identity,
-                                    self.min_images_per_identity)
+        teacher = limit_identities(folders[0], self.max_identities, self.max_images_per_identity,
+                                   self.min_images_per_identity)
         train = None
         if self.train_root is not None:
-            train = _limit_identities(folders[1], self.max_identities,
-                                      self.max_images_per_identity, self.min_images_per_identity)
+            train = limit_identities(folders[1], self.max_identities,
+                                     self.max_images_per_identity, self.min_images_per_identity)
         pairs_file = self._find_pairs_file()
         named_pairs = read_lfw_pairs(pairs_file)
         images = sorted({image for first, second, _ in named_pairs for image in (first, second)})
@@ -365,16 +342,18 @@ class FaceFolderDataModule(ArrayDataModule):
         }
 
     # --- decoding -----------------------------------------------------------------------------------
+    def _face_aligner(self) -> FaceAligner:
+        if self._aligner is None:
+            self._aligner = FaceAligner(self.image_size, margin=self.align_margin,
+                                        min_face_size=self.align_min_face_size, fallback_fraction=self.crop_fraction,
+                                        device=self.align_device or "cpu")
+        return self._aligner
+
     def _decode_one(self, path: Path) -> tuple[np.ndarray, int]:
         """(crop, faces MTCNN found: the largest, most central one is kept; 1 without alignment)."""
         image = load_image(path)
         if self.align:
-            if self._aligner is None:
-                self._aligner = FaceAligner(self.image_size, margin=self.align_margin,
-                                            min_face_size=self.align_min_face_size,
-                                            fallback_fraction=self.crop_fraction,
-                                            device=self.align_device or "cpu")
-            return self._aligner.crop(image)
+            return self._face_aligner().crop(image)
         return centre_crop(image, self.image_size, self.crop_fraction), 1
 
     def _decode(self, split: str, paths: Sequence[Path]) -> dict[str, np.ndarray]:
@@ -401,6 +380,47 @@ class FaceFolderDataModule(ArrayDataModule):
             path = data_cache_dir(self.cache_dir) / "faces" / f"folder-{key}.npz"  # same files: same arrays
         return load_or_build_arrays(path, build, "Face data")
 
+    def _checked(self, split: str, paths: Sequence[Path]) -> dict[str, np.ndarray]:
+        """What streaming a split needs before training (no pixels kept): which files are used (``ok``: the header
+        reads, or with ``align`` the photo decodes) and, with ``align``, each face's box (``find_faces``: MTCNN once,
+        kept on disk like the in-memory arrays). A missing file is an error, as when decoding into memory."""
+        absent = next((path for path in paths if not path.is_file()), None)
+        if absent is not None:
+            raise FileNotFoundError(f"image not found: {absent}")
+        if not self.align:
+            return {"ok": readable_headers(paths, strict=self.strict), "found": np.ones(len(paths), dtype=bool),
+                    "faces": np.ones(len(paths), dtype=np.int64)}
+
+        def build() -> dict[str, np.ndarray]:
+            log.info("Face data: finding the faces of %d images of split '%s' with MTCNN", len(paths), split)
+            return find_faces(paths, self._face_aligner(), strict=self.strict, what=split)
+
+        path = None
+        if self.use_cache:
+            key = fingerprint(boxes=True, files=self._files_digest(paths), **self._preprocess_parts())
+            path = data_cache_dir(self.cache_dir) / "faces" / f"boxes-{key}.npz"
+        return load_or_build_arrays(path, build, "Face data")
+
+    def _images(self, split: str, paths: Sequence[Path], labels: np.ndarray) -> tuple[Any, np.ndarray]:
+        """(the split's images, the mask of ``paths`` they keep): decoded into memory, or streamed from the files
+        (``DecodedFiles``, each decoded in a worker as the in-memory array decodes it)."""
+        if self.kept_in_memory:
+            decoded = self._decode(split, paths)
+            self._note_problems(split, paths, decoded)
+            return decoded["images"][decoded["ok"]], decoded["ok"]
+        checked = self._checked(split, paths)
+        self._note_problems(split, paths, checked)
+        ok = checked["ok"]
+        if not ok.any():
+            raise ValueError(f"Face data: no image of split '{split}' decodes (first: {paths[0]})")
+        decoder = (FaceBoxCrop(self.image_size, checked["boxes"][ok], self.align_margin, self.crop_fraction)
+                   if self.align else CentreCrop(self.image_size, self.crop_fraction))
+        self._skip_logs[split] = skip_log = SkipLog()
+        weakref.finalize(self, skip_log.remove)
+        kept = [path for path, good in zip(paths, ok) if good]
+        return DecodedFiles(kept, self.image_size, labels=labels[ok], strict=self.strict, decoder=decoder,
+                            skip_log=skip_log), ok
+
     def _note_problems(self, split: str, paths: Sequence[Path], decoded: dict[str, np.ndarray]) -> None:
         bad = [str(paths[i]) for i in np.flatnonzero(~decoded["ok"])]
         for path in bad:
@@ -422,54 +442,26 @@ class FaceFolderDataModule(ArrayDataModule):
 
     def _labelled_split(self, name: str, files: tuple[list[Path], np.ndarray, list[str]]) -> Split:
         paths, labels, _ = files
-        decoded = self._decode(name, paths)
-        self._note_problems(name, paths, decoded)
-        ok = decoded["ok"]
-        return Split(decoded["images"][ok], labels[ok])
+        images, ok = self._images(name, paths, labels)
+        return Split(images, labels[ok])
 
     def build_splits(self) -> dict[str, Split]:
         listing = self.listing()
+        total = sum(len(listing[name][0]) for name in ("teacher_train", "train", "test") if listing[name] is not None)
+        self.kept_in_memory = keep_in_memory(self.in_memory, total, self.image_size)
         splits = {"teacher_train": self._labelled_split("teacher_train", listing["teacher_train"])}
         if listing["train"] is not None:
             splits["train"] = self._labelled_split("train", listing["train"])
         else:
             splits["train"] = splits["teacher_train"]
         test_paths, test_labels, _ = listing["test"]
-        decoded = self._decode("test", test_paths)
-        self._note_problems("test", test_paths, decoded)
-        ok = decoded["ok"]
-        new_index = np.cumsum(ok) - 1  # position of each kept image among the kept ones
-        index = listing["test_index"]
-        pairs, pair_folds = [], []
-        for (first, second, issame), fold in zip(listing["named_pairs"], _fold_ids(listing["named_pairs"])):
-            i, j = index[first], index[second]
-            if ok[i] and ok[j]:  # a pair with an unreadable image (strict=false) is left out of its fold
-                pairs.append((int(new_index[i]), int(new_index[j]), bool(issame)))
-                pair_folds.append(fold)
-        dropped = len(listing["named_pairs"]) - len(pairs)
-        file_folds = _count_folds(listing["named_pairs"])
-        if file_folds == 1 and self.num_folds > 1:
-            pairs, left_over = _deal_into_folds(pairs, self.num_folds)
-            self._report["test"]["pairs_left_over"] = left_over
-            self._pair_folds = self.num_folds
-            pair_folds = np.repeat(np.arange(self.num_folds), len(pairs) // self.num_folds).tolist()
-        else:
-            self._pair_folds = file_folds
-        if self._pair_folds < 2:
-            most = min(sum(p[2] for p in pairs), sum(not p[2] for p in pairs))
-            raise ValueError(f"{listing['pairs_file']} holds one fold of pairs and data.num_folds=1: the LFW protocol "
-                             f"needs at least 2 folds (each fold's threshold is chosen on the others); set "
-                             f"data.num_folds to a value in 2..{max(2, most)} to deal its pairs into folds "
-                             f"(task.n_folds follows the data)")
-        if file_folds > 1 and self.num_folds != file_folds:
-            log.warning("%s holds %d folds of pairs: the evaluation uses them (data.num_folds=%d only deals a one-fold "
-                        "file such as pairsDevTest.txt into folds)", listing["pairs_file"], file_folds, self.num_folds)
+        test_images, ok = self._images("test", test_paths, test_labels)
+        pairs, pair_folds, self._pair_folds, counts = fold_pairs(listing["named_pairs"], listing["test_index"], ok,
+                                                                 self.num_folds, listing["pairs_file"])
         self._skips.log(log, f"Face data (data.root={self.root}, data.lfw_root={self.lfw_root})")
-        self._report["test"]["pairs_dropped"] = dropped
-        self._report["test"]["pairs"] = len(pairs)
-        return {**splits, "test": Split(decoded["images"][ok], test_labels[ok],
-                                        extras={"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 3),
-                                                "pair_folds": np.array(pair_folds, dtype=np.int64)})}
+        self._report["test"].update(counts)
+        extras = {"pairs": pairs, "pair_folds": pair_folds}
+        return {**splits, "test": Split(test_images, test_labels[ok], extras=extras)}
 
     @property
     def num_pair_folds(self) -> int:
@@ -480,11 +472,21 @@ class FaceFolderDataModule(ArrayDataModule):
         return self._pair_folds
 
     def summary(self) -> dict[str, Any]:
-        """Split sizes, identities, the folds of the test pairs, the skipped files by reason, and the corrupt images
-        and undetected faces of each split (results.json)."""
+        """Split sizes, identities, the folds of the test pairs, whether the images are in memory, the skipped files
+        by reason, and the corrupt images (streamed: also those replaced in the workers so far) and undetected
+        faces of each split (results.json)."""
         listing = self.listing()
         self.setup()
         train = listing["train"]
+        by_split = {name: dict(report) for name, report in self._report.items()}
+        skipped = SkipReport()
+        skipped.update(self._skips)
+        for name, skip_log in self._skip_logs.items():  # streamed: images replaced in the workers so far
+            replaced = [str(path) for path in skip_log.paths()]
+            for path in replaced:
+                skipped.add(SKIP_CORRUPT, path)
+            by_split[name]["corrupt"] += len(replaced)
+            by_split[name]["corrupt_paths"] = (by_split[name]["corrupt_paths"] + replaced)[:_REPORT_PATHS]
         return {
             **super().summary(),
             "identities": {"teacher_train": len(listing["teacher_train"][2]),
@@ -492,29 +494,11 @@ class FaceFolderDataModule(ArrayDataModule):
                            "test": len(listing["test"][2])},
             "pairs_file": str(listing["pairs_file"]),
             "pair_folds": self.num_pair_folds,
-            "skipped": self._skips.as_dict(_REPORT_PATHS),
-            "skipped_counts": self._skips.counts(),
-            "corrupt_images": sum(r["corrupt"] for r in self._report.values()),
-            "faces_not_found": sum(r["faces_not_found"] for r in self._report.values()),
-            "multi_face_images": {name: r.get("multi_face", 0) for name, r in self._report.items()},
-            "by_split": self._report,
+            "in_memory": self.kept_in_memory,
+            "skipped": skipped.as_dict(_REPORT_PATHS),
+            "skipped_counts": skipped.counts(),
+            "corrupt_images": sum(r["corrupt"] for r in by_split.values()),
+            "faces_not_found": sum(r["faces_not_found"] for r in by_split.values()),
+            "multi_face_images": {name: r.get("multi_face", 0) for name, r in by_split.items()},
+            "by_split": by_split,
         }
-
-
-def _fold_ids(named_pairs: Sequence[tuple]) -> list[int]:
-    """Each pair's fold in file order (0-based): a fold ends where a different pair is followed by a same pair."""
-    ids, fold = [], 0
-    for position, current in enumerate(named_pairs):
-        if position and not named_pairs[position - 1][2] and current[2]:
-            fold += 1
-        ids.append(fold)
-    return ids
-
-
-def _count_folds(named_pairs: Sequence[tuple]) -> int:
-    """Folds in file order: a fold ends where a different pair is followed by a same pair."""
-    folds = 1
-    for previous, current in itertools.pairwise(named_pairs):
-        if not previous[2] and current[2]:
-            folds += 1
-    return folds
