@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from batches import assert_same_batches, train_batches
 from PIL import Image
 
 from distill.data.modules.geo import GeoCSVDataModule
@@ -47,17 +47,8 @@ def _packed(root, tmp_path):
     return out
 
 
-def _batches(dm, workers=0):
-    dm.num_workers = workers
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(1)
-    return list(loader)
 
 
-def _assert_same(first, second):
-    assert len(first) == len(second)
-    for one, other in zip(first, second):
-        assert one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
 
 
 def test_shards_of_geotagged_photos_serve_what_the_files_serve(collection, tmp_path):
@@ -74,9 +65,9 @@ def test_shards_of_geotagged_photos_serve_what_the_files_serve(collection, tmp_p
     outside = files.summary()["outside_partition"]["train"]  # the lone photo's cell is not kept: left out
     assert isinstance(train, ShardImages) and outside >= 1 and len(train) == 14 - outside
     assert streamed.summary()["outside_partition"] == files.summary()["outside_partition"]
-    expected = _batches(files)
-    _assert_same(expected, _batches(streamed, workers=2))
-    _assert_same(expected, _batches(in_memory))
+    expected = train_batches(files, 1)
+    assert_same_batches(expected, train_batches(streamed, 1, workers=2))
+    assert_same_batches(expected, train_batches(in_memory, 1))
     for name in ("train", "test"):
         np.testing.assert_array_equal(streamed.split(name).extras["latlon"], files.split(name).extras["latlon"])
         np.testing.assert_array_equal(streamed.split(name).targets, files.split(name).targets)
@@ -96,7 +87,7 @@ def test_another_partition_from_the_shards_is_the_one_the_files_give(collection,
     fine = GeoCSVDataModule(format="litdata", uri=str(out), **OPTIONS)
     assert shards.num_classes == files.num_classes > fine.num_classes
     assert len(shards.split("train")) == 14 - files.summary()["outside_partition"]["train"] > len(fine.split("train"))
-    _assert_same(_batches(files), _batches(shards))
+    assert_same_batches(train_batches(files, 1), train_batches(shards, 1))
     assert shards.fingerprint() == files.fingerprint()
     assert shards.fingerprint() != fine.fingerprint()
 

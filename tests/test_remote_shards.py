@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from batches import assert_same_batches, train_batches
 from PIL import Image
 
 from distill.data.modules.fine_grained import ImageFolderDataModule
@@ -32,13 +32,6 @@ def packed(tmp_path):
     return root, out
 
 
-def _batches(dm, workers):
-    dm.num_workers = workers
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(1)
-    return list(loader)
-
-
 def test_a_url_is_read_through_the_cache_and_gives_the_batches_of_the_files(packed, tmp_path):
     root, out = packed
     files = ImageFolderDataModule(root=root, in_memory=False, **SIZES)
@@ -46,12 +39,9 @@ def test_a_url_is_read_through_the_cache_and_gives_the_batches_of_the_files(pack
     remote = ImageFolderDataModule(format="litdata", uri=f"local:{out}", in_memory=False, cache_dir=cache, **SIZES)
     assert is_remote(remote.uri) and not is_remote(str(out))
 
-    expected = _batches(files, 0)
+    expected = train_batches(files, 1)
     for workers in (0, 2):
-        got = _batches(remote, workers)
-        assert len(got) == len(expected)
-        for one, other in zip(expected, got):
-            assert one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
+        assert_same_batches(expected, train_batches(remote, 1, workers=workers))
     np.testing.assert_array_equal(remote.split("test").targets, files.split("test").targets)
     assert remote.fingerprint() == files.fingerprint() and remote.class_names == ["gull", "tern"]
 

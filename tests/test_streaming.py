@@ -15,6 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import scipy.io
 import torch
+from batches import assert_same_batches, cut_pixels, train_batches
 from conftest import compose_config
 from PIL import Image
 
@@ -22,7 +23,7 @@ from distill.data.modules.fine_grained import ImageFolderDataModule, StanfordDog
 from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.pack import main as pack_main
 from distill.data.pack import pack
-from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.readers.image_files import CorruptImageError
 from distill.data.shards import PACK_FILE, ShardImages, read_pack
 from distill.data.streaming import (IN_MEMORY_AUTO_BYTES, DecodedFiles, PathTable, in_memory_setting,
                                     keep_in_memory)
@@ -57,20 +58,8 @@ def _module(root, **options):
     return ImageFolderDataModule(root=root, **{**SIZES, **options})
 
 
-def _train_batches(dm, epoch, workers=0):
-    dm.num_workers = workers
-    dm.teacher_resolution = 24  # the teacher's copy of each crop is served too
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(epoch)
-    return list(loader)
 
 
-def _assert_same(first, second):
-    assert len(first) == len(second)
-    for one, other in zip(first, second):
-        assert one.keys() == other.keys()
-        for key in one:
-            assert torch.equal(one[key], other[key]), key
 
 
 def _packed(root, tmp_path, *extra):
@@ -90,13 +79,13 @@ def test_memory_files_and_shards_give_the_same_batches(folder, tmp_path):
     assert isinstance(files.split("train").images, DecodedFiles)
     assert isinstance(shards.split("train").images, ShardImages)
     for epoch in (0, 1):  # views 0 and 1
-        expected = _train_batches(memory, epoch)
-        _assert_same(expected, _train_batches(files, epoch, workers=2))
-        _assert_same(expected, _train_batches(shards, epoch, workers=2))
+        expected = train_batches(memory, epoch, teacher_resolution=24)
+        assert_same_batches(expected, train_batches(files, epoch, workers=2, teacher_resolution=24))
+        assert_same_batches(expected, train_batches(shards, epoch, workers=2, teacher_resolution=24))
     for dm in (files, shards):
-        _assert_same(list(memory.eval_dataloader("test")), list(dm.eval_dataloader("test")))
-        _assert_same(list(memory.view_dataloader(1)), list(dm.view_dataloader(1)))
-        _assert_same(list(memory.teacher_train_dataloader()), list(dm.teacher_train_dataloader()))
+        assert_same_batches(list(memory.eval_dataloader("test")), list(dm.eval_dataloader("test")))
+        assert_same_batches(list(memory.view_dataloader(1)), list(dm.view_dataloader(1)))
+        assert_same_batches(list(memory.teacher_train_dataloader()), list(dm.teacher_train_dataloader()))
     # one key for the three: fitted teachers and teacher outputs are shared
     assert memory.fingerprint() == files.fingerprint() == shards.fingerprint()
     assert shards.class_names == memory.class_names == ["heron", "ibis", "stork"]
@@ -122,9 +111,9 @@ def test_fast_decode_is_the_same_in_every_path_and_part_of_the_key(tmp_path):
           "data.fast_decode=true"], out, verbose=False)
     streamed = _module(root, in_memory=False, fast_decode=True, **options)
     shards = _module(None, format="litdata", uri=out, in_memory=False, fast_decode=True, **options)
-    expected = _train_batches(fast, 0)
-    _assert_same(expected, _train_batches(streamed, 0, workers=1))
-    _assert_same(expected, _train_batches(shards, 0, workers=1))
+    expected = train_batches(fast, 0, teacher_resolution=24)
+    assert_same_batches(expected, train_batches(streamed, 0, workers=1, teacher_resolution=24))
+    assert_same_batches(expected, train_batches(shards, 0, workers=1, teacher_resolution=24))
     assert shards.fingerprint() == fast.fingerprint()
 
 
@@ -145,35 +134,28 @@ def test_path_table_round_trips_paths(tmp_path):
     assert len(table) == 3 and [table[i] for i in range(3)] == paths
 
 
-def _cut_pixels(path):
-    """Keep the header, drop most of the pixel data: the header check passes, decoding fails."""
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptImageError):
-        load_image(path)
-    return path
 
 
 def test_a_corrupt_image_met_while_streaming_is_named(folder):
-    bad = _cut_pixels(folder / "ibis" / "0.jpeg")
+    bad = cut_pixels(folder / "ibis" / "0.jpeg")
     dm = _module(folder, in_memory=False)
     dm.setup()  # the header reads: found only when a worker decodes it
     with pytest.raises(CorruptImageError, match="ibis/0.jpeg"):
-        _train_batches(dm, 0, workers=1)
+        train_batches(dm, 0, workers=1, teacher_resolution=24)
     with pytest.raises(CorruptImageError, match="ibis/0.jpeg"):  # in memory: at set-up
         _module(folder, in_memory=True).setup()
     assert bad.exists()
 
 
 def test_strict_false_replaces_and_counts_a_corrupt_image_the_same_way_in_every_path(folder, tmp_path):
-    bad = _cut_pixels(folder / "ibis" / "0.jpeg")
+    bad = cut_pixels(folder / "ibis" / "0.jpeg")
     unreadable = folder / "stork" / "1.jpeg"
     unreadable.write_bytes(b"\xff\xd8\xff\xe0 not a photo")  # the header does not read: left out at listing
     memory = _module(folder, in_memory=True, strict=False)
     files = _module(folder, in_memory=False, strict=False)
     for dm in (memory, files):
         assert dm.summary()["splits"] == {"train": 14, "test": 3}  # 18 photos, one left out
-    _assert_same(_train_batches(memory, 0), _train_batches(files, 0, workers=2))
+    assert_same_batches(train_batches(memory, 0, teacher_resolution=24), train_batches(files, 0, workers=2, teacher_resolution=24))
     for dm in (memory, files):  # the replaced image is counted once, also when workers met it
         summary = dm.summary()
         assert summary["skipped"]["corrupt"] == [str(unreadable), str(bad)]
@@ -269,9 +251,9 @@ def test_stanford_dogs_streams_and_packs_like_it_decodes(tmp_path):
     out = tmp_path / "packed"
     pack(["data=stanford_dogs", f"data.root={root}", "data.image_size=20"], out, verbose=False)
     shards = StanfordDogsDataModule(format="litdata", uri=out, in_memory=False, **options)  # no root needed
-    expected = _train_batches(memory, 1)
-    _assert_same(expected, _train_batches(files, 1, workers=1))
-    _assert_same(expected, _train_batches(shards, 1, workers=1))
+    expected = train_batches(memory, 1, teacher_resolution=24)
+    assert_same_batches(expected, train_batches(files, 1, workers=1, teacher_resolution=24))
+    assert_same_batches(expected, train_batches(shards, 1, workers=1, teacher_resolution=24))
     assert shards.class_names == memory.class_names == ["Chihuahua", "Japanese spaniel"]
     assert memory.fingerprint() == files.fingerprint() == shards.fingerprint()
     with pytest.raises(ValueError, match="holds a packed StanfordDogsDataModule"):
@@ -294,9 +276,9 @@ def test_ranks_read_disjoint_shards_covering_the_data(folder, tmp_path):
 
 def test_a_resumed_epoch_from_shards_continues_with_the_next_batch(folder, tmp_path):
     dm = _module(None, format="litdata", uri=_packed(folder, tmp_path), in_memory=False)
-    whole = _train_batches(dm, 1, workers=1)
+    whole = train_batches(dm, 1, workers=1, teacher_resolution=24)
     dm.resume_at(1, 2)  # two batches of epoch 1 were trained on before the interruption
-    _assert_same(whole[2:], _train_batches(dm, 1, workers=1))
+    assert_same_batches(whole[2:], train_batches(dm, 1, workers=1, teacher_resolution=24))
 
 
 def test_geotagged_photos_stream_like_they_decode_in_memory(tmp_path):
@@ -307,12 +289,12 @@ def test_geotagged_photos_stream_like_they_decode_in_memory(tmp_path):
             rows.append(f"images/{city}_{k}.jpg,{lat + 0.01 * k},{lon}")
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "test.csv").write_text("\n".join(rows[::3]) + "\n")
-    bad = _cut_pixels(tmp_path / "images" / "1_2.jpg")
+    bad = cut_pixels(tmp_path / "images" / "1_2.jpg")
     options = dict(root=tmp_path, image_size=20, resolution=16, batch_size=4, t1=4, t2=1, seed=3)
     memory, files = GeoCSVDataModule(in_memory=True, **options), GeoCSVDataModule(in_memory=False, **options)
     files.setup()
     assert isinstance(files.split("train").images, DecodedFiles)
-    _assert_same(_train_batches(memory, 1), _train_batches(files, 1, workers=2))
+    assert_same_batches(train_batches(memory, 1, teacher_resolution=24), train_batches(files, 1, workers=2, teacher_resolution=24))
     for dm in (memory, files):
         summary = dm.summary()
         assert summary["skipped"] == 1 and summary["skipped_rows"][0].startswith(f"{bad}: does not decode")

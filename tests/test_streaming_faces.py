@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
+from batches import assert_same_batches, cut_pixels, train_batches
 from PIL import Image
 from test_attributes_data import _write_celeba
 from test_faces_data import face_tree, photos  # noqa: F401  (fixtures)
@@ -17,7 +17,7 @@ from distill.data.align import FaceAligner
 from distill.data.modules import faces as faces_module
 from distill.data.modules.attributes import CelebADataModule
 from distill.data.modules.faces import FaceFolderDataModule
-from distill.data.readers.image_files import CorruptImageError, load_image
+from distill.data.readers.image_files import CorruptImageError
 from distill.data.streaming import CentreCrop, DecodedFiles
 
 LOADER = dict(resolution=12, batch_size=3, eval_batch_size=4, seed=5)
@@ -28,29 +28,10 @@ def _noise_jpeg(path, seed, height, width):
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, format="JPEG", quality=90)
 
 
-def _cut_pixels(path):
-    """Keep the header, drop most of the pixel data: the header reads, decoding fails."""
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptImageError):
-        load_image(path)
-    return path
 
 
-def _train_batches(dm, epoch, workers=0):
-    dm.num_workers = workers
-    dm.teacher_resolution = 14  # the teacher's copy of each crop is served too
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(epoch)
-    return list(loader)
 
 
-def _assert_same_batches(first, second):
-    assert len(first) == len(second)
-    for one, other in zip(first, second):
-        assert one.keys() == other.keys()
-        for key in one:
-            assert torch.equal(one[key], other[key]), key
 
 
 def _pixels(images):
@@ -97,9 +78,9 @@ def test_celeba_streams_the_pixels_batches_and_key_it_decodes_in_memory(celeba):
     _assert_same_splits(memory, files, ("teacher_train", "train", "test"))
     assert len(files.split("train")) == 4 + 3 and files.split("train").targets is None  # the folder appended
     for epoch in (0, 1):
-        _assert_same_batches(_train_batches(memory, epoch), _train_batches(files, epoch, workers=2))
-    _assert_same_batches(list(memory.eval_dataloader("test")), list(files.eval_dataloader("test")))
-    _assert_same_batches(list(memory.teacher_train_dataloader()), list(files.teacher_train_dataloader()))
+        assert_same_batches(train_batches(memory, epoch, teacher_resolution=14), train_batches(files, epoch, workers=2, teacher_resolution=14))
+    assert_same_batches(list(memory.eval_dataloader("test")), list(files.eval_dataloader("test")))
+    assert_same_batches(list(memory.teacher_train_dataloader()), list(files.teacher_train_dataloader()))
     assert memory.fingerprint() == files.fingerprint()  # a teacher fitted on one serves the other
     assert (memory.summary()["in_memory"], files.summary()["in_memory"]) == (True, False)
     assert files.summary()["unlabeled_images"] == 3 and files.summary()["splits"] == memory.summary()["splits"]
@@ -122,11 +103,11 @@ def test_celeba_in_memory_auto_goes_by_the_decoded_size(celeba, monkeypatch):
 
 def test_celeba_corrupt_images_while_streaming_are_named_or_replaced_and_counted(celeba):
     images = celeba / "celeba" / "img_align_celeba"
-    bad = _cut_pixels(images / "000002.jpg")  # train row 1: its header reads
+    bad = cut_pixels(images / "000002.jpg")  # train row 1: its header reads
     dm = _celeba(celeba, in_memory=False)
     dm.setup()
     with pytest.raises(CorruptImageError, match="000002.jpg"):
-        _train_batches(dm, 0, workers=1)
+        train_batches(dm, 0, workers=1, teacher_resolution=14)
     unreadable = images / "000007.jpg"  # train row 6, list line 9: the header does not read
     unreadable.write_bytes(b"\xff\xd8\xff\xe0 not a photo")
     with pytest.raises(CorruptImageError, match=r"000007.jpg.*list_attr_celeba.txt line 9"):
@@ -137,13 +118,13 @@ def test_celeba_corrupt_images_while_streaming_are_named_or_replaced_and_counted
     teacher = lenient.split("teacher_train")
     assert len(teacher) == 3  # rows 0, 1, 2
     np.testing.assert_array_equal(teacher.images[1], teacher.images[2])  # the next image that decodes
-    _train_batches(lenient, 0, workers=1)  # met again in a worker: counted once
+    train_batches(lenient, 0, workers=1, teacher_resolution=14)  # met again in a worker: counted once
     summary = lenient.summary()
     assert summary["skipped"] == {"count": 2, "paths": [str(unreadable), str(bad)]}
     assert "unlabeled_skipped" not in summary
-    extra = _cut_pixels(celeba / "extra" / "more_1.jpg")
+    extra = cut_pixels(celeba / "extra" / "more_1.jpg")
     lenient = _celeba(celeba, in_memory=False, strict=False, unlabeled_root=celeba / "extra")
-    _train_batches(lenient, 0, workers=1)
+    train_batches(lenient, 0, workers=1, teacher_resolution=14)
     skipped = lenient.summary()["unlabeled_skipped"]
     assert skipped["count"] == 1 and skipped["by_reason"] == {"corrupt": [str(extra)]}
 
@@ -159,8 +140,8 @@ def test_face_folders_stream_the_pixels_pairs_batches_and_key_they_decode_in_mem
     for extra in ({}, {"train_root": face_tree / "train", "max_images_per_identity": 2}):
         memory, files = _faces(face_tree, in_memory=True, **extra), _faces(face_tree, in_memory=False, **extra)
         _assert_same_splits(memory, files, ("teacher_train", "train", "test"))  # test: pairs and their folds too
-        _assert_same_batches(_train_batches(memory, 1), _train_batches(files, 1, workers=2))
-        _assert_same_batches(list(memory.eval_dataloader("test")), list(files.eval_dataloader("test")))
+        assert_same_batches(train_batches(memory, 1, teacher_resolution=14), train_batches(files, 1, workers=2, teacher_resolution=14))
+        assert_same_batches(list(memory.eval_dataloader("test")), list(files.eval_dataloader("test")))
         assert memory.fingerprint() == files.fingerprint()
         assert (memory.summary()["in_memory"], files.summary()["in_memory"]) == (True, False)
         assert files.summary()["by_split"] == memory.summary()["by_split"]
@@ -177,11 +158,11 @@ def test_face_folders_in_memory_auto_goes_by_the_decoded_size(face_tree, monkeyp
 
 
 def test_face_folder_corrupt_images_while_streaming_are_named_or_replaced_and_counted(face_tree):
-    bad = _cut_pixels(face_tree / "train" / "id1" / "1.jpg")
+    bad = cut_pixels(face_tree / "train" / "id1" / "1.jpg")
     dm = _faces(face_tree, in_memory=False)
     dm.setup()  # the header reads: found when a worker decodes it
     with pytest.raises(CorruptImageError, match="id1/1.jpg"):
-        _train_batches(dm, 0, workers=1)
+        train_batches(dm, 0, workers=1, teacher_resolution=14)
     unreadable = face_tree / "lfw" / "Cy_Dow" / "Cy_Dow_0003.jpg"
     unreadable.write_bytes(b"not a jpeg")
     with pytest.raises(CorruptImageError, match="Cy_Dow_0003.jpg"):
@@ -198,7 +179,7 @@ def test_face_folder_corrupt_images_while_streaming_are_named_or_replaced_and_co
     teacher = lenient.split("teacher_train")
     np.testing.assert_array_equal(teacher.images[4], teacher.images[5])
     np.testing.assert_array_equal(teacher.targets[3:6], [1, 1, 1])
-    _train_batches(lenient, 0, workers=1)
+    train_batches(lenient, 0, workers=1, teacher_resolution=14)
     summary = lenient.summary()
     assert summary["corrupt_images"] == 2 and summary["skipped"]["corrupt"] == [str(unreadable), str(bad)]
     assert summary["by_split"]["teacher_train"]["corrupt_paths"] == [str(bad)]
@@ -231,7 +212,7 @@ def test_aligned_faces_stream_the_crops_they_decode_in_memory(face_tree, tmp_pat
     options = dict(align=True, align_margin=0.3, use_cache=True, cache_dir=tmp_path / "cache")
     memory, files = _faces(face_tree, in_memory=True, **options), _faces(face_tree, in_memory=False, **options)
     _assert_same_splits(memory, files, ("teacher_train", "test"))
-    _assert_same_batches(_train_batches(memory, 0), _train_batches(files, 0, workers=1))
+    assert_same_batches(train_batches(memory, 0, teacher_resolution=14), train_batches(files, 0, workers=1, teacher_resolution=14))
     assert memory.fingerprint() == files.fingerprint()
     summary, expected = files.summary(), memory.summary()
     assert summary["by_split"] == expected["by_split"]
