@@ -161,6 +161,35 @@ def test_a_pruned_candidate_is_measured_pruned_and_trained_with_the_compress_sta
         assert methods == ["prune"] and target == pytest.approx(1 - ratio)
 
 
+def test_a_searched_precision_measures_and_ships_each_candidate_in_its_own_runtime(tmp_path):
+    train = FakeTrainer()
+    summary = run_search(_cfg(tmp_path, "budget.latency_of=[1.0,32]", "budget.runtime=ort_fp32",
+                              "search.space.int8=true", "search.latency_runs=5", "search.threads=1",
+                              "search.trials=5", "search.startup_trials=5"), search_dir=tmp_path / "s", train=train)
+    measured = [t for t in summary["trials"] if t["cost"]]
+    assert {t["params"]["int8"] for t in measured} == {False, True}, "seed 0 draws both precisions"
+    for trial in measured:
+        assert trial["cost"]["runtime"] == ("ort_int8" if trial["params"]["int8"] else "ort_fp32")
+        assert (trial["state"] == "infeasible") == (trial["cost"]["latency_ms"] > summary["limits"]["latency"])
+    trained = [t for t in _trials(summary, "complete") if "repeat_of" not in t]
+    calls = train.compress[:len(trained)]
+    for trial, (methods, _) in zip(trained, calls):  # an int8 candidate is trained, then quantised and scored int8
+        assert methods == (["int8_ptq"] if trial["params"]["int8"] else [])
+    chosen = summary["chosen"]["params"]
+    assert train.calls[-1][:2] == (chosen["width"], chosen["resolution"])  # the retrained student
+    assert train.compress[-1][0] == (["int8_ptq"] if chosen["int8"] else [])
+    assert summary["space"]["int8"] == [False, True]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["budget.runtime=torch", "search.space.int8=true"], "must be an ONNX Runtime latency"),
+    (["search.space.int8=sometimes"], "search.space.int8 must be true"),
+])
+def test_a_searched_precision_is_refused_where_it_cannot_be_measured(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        run_search(_cfg(tmp_path, "budget.latency_ms=5", *overrides), search_dir=tmp_path / "s", train=FakeTrainer())
+
+
 def test_the_command_refuses_a_bad_budget_with_its_message(tmp_path):
     done = subprocess.run([sys.executable, "-m", "distill.search", "recipe=smoke", "budget.params=-1",
                            f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)

@@ -89,25 +89,34 @@ def plot_front(summary: dict[str, Any], path: Path, metric_name: str) -> Path | 
     if not trained:
         return None
     latency = all((t.get("cost") or {}).get("latency_ms") is not None for t in trained)
-    key, label = ("latency_ms", f"latency (ms, batch 1, {summary['budget']['runtime']})") if latency else \
+    runtimes = sorted({t["cost"]["runtime"] for t in trained if t.get("cost")})
+    key, label = ("latency_ms", f"latency (ms, batch 1, {' / '.join(runtimes)})") if latency else \
         ("mult_adds", "mult-adds (millions)")
     scale = 1.0 if latency else 1e-6
 
     def point(record: dict[str, Any]) -> tuple[float, float]:
         return record["cost"][key] * scale, 100 * record["metric"]
 
+    def is_int8(record: dict[str, Any]) -> bool:
+        return (record.get("cost") or {}).get("runtime") == "ort_int8"
+
     figure = Figure(figsize=(6.4, 4.4), dpi=120)  # no pyplot: no global figure state, no GUI backend
     axis = figure.subplots()
-    axis.scatter(*zip(*[point(t) for t in trained]), color="tab:gray", alpha=0.6, label="trials")
+    for int8, marker, name in ((False, "o", "trials"), (True, "^", "trials, int8")):
+        group = [point(t) for t in trained if is_int8(t) == int8]
+        if group:
+            axis.scatter(*zip(*group), color="tab:gray" if not int8 else "tab:orange", marker=marker, alpha=0.6,
+                         label=name)
     front = [t for t in summary["front"] if t.get("metric") is not None]
     if front:
         ordered = sorted((point(t) for t in front))
         axis.plot(*zip(*ordered), marker="o", color="tab:blue", label="front")
         for record in front:
             params = record["params"]
-            axis.annotate(f"{params['width']:g}-{params['resolution']}", point(record), fontsize=7,
-                          xytext=(3, 3), textcoords="offset points")
-    limit = summary["budget"].get("latency_ms" if latency else "mult_adds")
+            axis.annotate(f"{params['width']:g}-{params['resolution']}{' int8' if is_int8(record) else ''}",
+                          point(record), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    # the limit as the search applied it: a budget.latency_of becomes a latency measured at the start
+    limit = (summary.get("limits") or {}).get("latency" if latency else "mult_adds")
     if limit:
         axis.axvline(limit * scale, color="tab:red", linestyle="--", label="budget")
     teacher = next((t["teacher_metric"] for t in trained if t.get("teacher_metric") is not None), None)

@@ -30,7 +30,7 @@ from distill.engine.run import run
 from distill.engine.search.measure import Cost, StudentFactory, latency_ms, measure
 from distill.engine.search.records import chosen_trial, front_trials, plot_front, write_records
 from distill.engine.search.settings import SearchSettings, parse_settings
-from distill.engine.search.space import Candidate, smallest, suggest
+from distill.engine.search.space import Candidate, from_params, smallest, suggest
 from distill.engine.search.study import (
            LIMITS_ATTR,
            Heartbeat,
@@ -90,7 +90,7 @@ def _limits(settings: SearchSettings, factory: StudentFactory, threads: int) -> 
     limits = dict(settings.budget.limits)
     if settings.budget.latency_of is not None:
         width, resolution = settings.budget.latency_of
-        reference = Candidate(width, resolution)
+        reference = Candidate(width, resolution, int8=settings.budget.runtime == "ort_int8")
         limits["latency"] = latency_ms(factory.network(reference), resolution, settings.budget.runtime,
                                        threads=threads, runs=settings.latency_runs,
                                        float_convs=factory.compress.float_convs)
@@ -99,32 +99,30 @@ def _limits(settings: SearchSettings, factory: StudentFactory, threads: int) -> 
     return limits
 
 
-def _check_budget(settings: SearchSettings, factory: StudentFactory, limits: dict[str, float], threads: int) -> Cost:
-    """The smallest student's cost; BudgetError when even it is over a limit (before any training)."""
-    cheapest = smallest(settings.space)
-    cost = measure(factory, cheapest, settings.budget.runtime, with_latency="latency" in limits, threads=threads,
-                   runs=settings.latency_runs)
+def _check_budget(settings: SearchSettings, factory: StudentFactory, limits: dict[str, float],
+                  threads: int) -> tuple[Candidate, Cost]:
+    """The smallest student's cost (the cheaper precision's, when the precision is searched); BudgetError when even
+    it is over a limit (before any training)."""
+    costs = {candidate: measure(factory, candidate, settings.runtime_of(candidate.int8),
+                                with_latency="latency" in limits, threads=threads, runs=settings.latency_runs)
+             for candidate in smallest(settings.space)}
     for name, limit in limits.items():
+        cheapest, cost = min(costs.items(), key=lambda item: item[1].value(name))
         value = cost.value(name)
         if value > limit:
-            where = f" in {settings.budget.runtime} with {threads} thread(s) on this machine" \
-                if name == "latency" else ""
+            where = f" in {cost.runtime} with {threads} thread(s) on this machine" if name == "latency" else ""
             shown = f"{value:.3f}" if name == "latency" else f"{value:d}"
             asked = f"{limit:.3f}" if name == "latency" else f"{int(limit):d}"
             raise BudgetError(
                 f"{_KEYS[name]}={asked} is below the smallest student of the search space: the {cheapest.label} "
                 f"has {shown} {_UNITS[name]}{where}; the smallest feasible {_KEYS[name]} is {shown} (or lower "
                 f"search.space.width / search.space.resolution)")
-    return cost
+    return min(costs.items(), key=lambda item: tuple(item[1].value(name) for name in limits) or (item[1].mult_adds,))
 
 
 def _over_budget(cost: Cost, limits: dict[str, float]) -> dict[str, dict[str, float]]:
     return {name: {"cost": cost.value(name), "limit": limit} for name, limit in limits.items()
             if cost.value(name) > limit}
-
-
-def _candidate(params: dict[str, Any]) -> Candidate:
-    return Candidate(float(params["width"]), int(params["resolution"]), float(params.get("prune_ratio", 0.0)))
 
 
 class _Search:
@@ -138,8 +136,7 @@ class _Search:
         self.primary = factory.task.primary_metric
 
     def config(self, candidate: Candidate, epochs: int | None) -> DictConfig:
-        return trial_config(self.cfg, candidate, self.settings.budget.runtime, epochs=epochs,
-                            pinned_teacher_resolution=self.pinned)
+        return trial_config(self.cfg, candidate, epochs=epochs, pinned_teacher_resolution=self.pinned)
 
     def trial_epochs(self) -> int | None:
         """A trial's schedule: search.epochs, or None (the recipe's own run, latency columns and all) for 'full'."""
@@ -174,7 +171,8 @@ class _Search:
         settings = self.settings
         candidate = suggest(trial, settings.space)
         try:
-            cost = measure(self.factory, candidate, settings.budget.runtime, with_latency=settings.needs_latency,
+            cost = measure(self.factory, candidate, settings.runtime_of(candidate.int8),
+                           with_latency=settings.needs_latency,
                            threads=self.threads, runs=settings.latency_runs)
         except Exception as error:
             self._fail(study, trial, error)
@@ -222,7 +220,7 @@ class _Search:
 
     def retrain(self, chosen: FrozenTrial) -> tuple[Path, dict[str, Any]]:
         """The chosen student trained with the recipe's schedule: its trial's own run when trials ran it already."""
-        candidate = _candidate(chosen.params)
+        candidate = from_params(chosen.params, self.settings.space)
         if self.settings.full_schedule and "run_dir" in chosen.user_attrs:
             trial_dir = self.search_dir / chosen.user_attrs["run_dir"]
             log.info("Trials ran the recipe's schedule: the chosen %s is trial %d's student in %s (not retrained)",
@@ -248,7 +246,8 @@ def run_search(cfg: DictConfig, search_dir: str | os.PathLike | None = None,
     """
     quiet_third_party()
     settings = parse_settings(cfg)
-    smallest_cfg = trial_config(cfg, smallest(settings.space), settings.budget.runtime, epochs=settings.epochs,
+    # the cheapest candidate with every compress method the space may ask for: their packages are checked up front
+    smallest_cfg = trial_config(cfg, smallest(settings.space)[-1], epochs=settings.epochs,
                                 pinned_teacher_resolution=teacher_resolution(cfg))
     task, datamodule = build_data_and_task(smallest_cfg)
     check_compression(smallest_cfg, task)  # pruning / int8 asked for: the packages and the task allow it
@@ -256,7 +255,7 @@ def run_search(cfg: DictConfig, search_dir: str | os.PathLike | None = None,
     factory = _factory(cfg, task, datamodule, student_cfg)
     threads = settings.threads or torch.get_num_threads()
     limits = _limits(settings, factory, threads)
-    cheapest = _check_budget(settings, factory, limits, threads)
+    cheapest_candidate, cheapest = _check_budget(settings, factory, limits, threads)
     folder = run_folder(settings.dir or search_dir)
     url = storage_url(settings, folder)
     study = open_study(settings, url)
@@ -271,8 +270,7 @@ def run_search(cfg: DictConfig, search_dir: str | os.PathLike | None = None,
              folder, public_url(url), limits, list(settings.objectives), _cost_text(cheapest))
     search = _Search(cfg, settings, folder, factory, limits, threads, train)
     search.trials(study)
-    extra = {"limits": limits, "threads": threads, "smallest": {**smallest(settings.space).as_dict(),
-                                                              **cheapest.as_dict()}}
+    extra = {"limits": limits, "threads": threads, "smallest": {**cheapest_candidate.as_dict(), **cheapest.as_dict()}}
     summary = write_records(folder, settings, study, public_url(url), extra)
     plot_front(summary, folder / "front.png", task.primary_metric)
     chosen = chosen_trial(front_trials(study))

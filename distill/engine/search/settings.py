@@ -71,11 +71,13 @@ class Space:
     resolution_step: int
     prune_ratio: tuple[float, float] | None
     prune_step: float
+    int8: tuple[bool, ...] = (False,)  # the precisions a candidate may ship in: (False,), (True,) or both (searched)
 
     def as_dict(self) -> dict[str, Any]:
         return {"width": list(self.width), "width_step": self.width_step, "resolution": list(self.resolution),
                 "resolution_step": self.resolution_step,
-                "prune_ratio": list(self.prune_ratio) if self.prune_ratio else None, "prune_step": self.prune_step}
+                "prune_ratio": list(self.prune_ratio) if self.prune_ratio else None, "prune_step": self.prune_step,
+                "int8": list(self.int8)}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,13 @@ class SearchSettings:
     def needs_latency(self) -> bool:
         """Latency is measured for every trial only when a budget or an objective asks for it."""
         return "latency" in self.budget.limits or self.budget.latency_of is not None or "latency" in self.objectives
+
+    def runtime_of(self, int8: bool) -> str:
+        """Where a candidate's latency is measured: ONNX Runtime int8 for an int8 student, else the budget's runtime
+        (ONNX Runtime float32 for a float student of an int8 budget whose precision is searched)."""
+        if int8:
+            return "ort_int8"
+        return "ort_fp32" if self.budget.runtime == "ort_int8" else self.budget.runtime
 
     @property
     def directions(self) -> list[str]:
@@ -140,7 +149,20 @@ def _budget(raw: dict[str, Any]) -> Budget:
                   latency_of=latency_of, runtime=str(runtime))
 
 
-def _space(raw: dict[str, Any], recipe_resolution: int) -> Space:
+def _precisions(value: Any, runtime: str) -> tuple[bool, ...]:
+    """search.space.int8: false keeps every candidate in the budget's precision (int8 for budget.runtime=ort_int8,
+    else float32); true searches it, each trial drawing float32 or int8."""
+    if not isinstance(value, bool):
+        raise ValueError(f"search.space.int8 must be true (search float32 and int8 students) or false, got {value!r}")
+    if not value:
+        return (runtime == "ort_int8",)
+    if runtime == "torch":
+        raise ValueError("search.space.int8=true measures int8 students in ONNX Runtime, so the budget must be an "
+                         "ONNX Runtime latency to compare with: set budget.runtime=ort_fp32 (or ort_int8), not torch")
+    return (False, True)
+
+
+def _space(raw: dict[str, Any], recipe_resolution: int, runtime: str) -> Space:
     width_step = _positive(raw.get("width_step", 0.0625), "search.space.width_step")
     low, high = _pair(raw.get("width", [0.25, 1.0]), "search.space.width")
     if not low > 0:
@@ -162,7 +184,8 @@ def _space(raw: dict[str, Any], recipe_resolution: int) -> Space:
     if prune is not None and not (0 <= prune[0] and prune[1] < 1):
         raise ValueError(f"search.space.prune_ratio must be [low, high] within [0, 1), got {list(prune)}")
     return Space(width, float(width_step), (int(res_low), int(res_high)), resolution_step,
-                 (float(prune[0]), float(prune[1])) if prune else None, float(prune_step))
+                 (float(prune[0]), float(prune[1])) if prune else None, float(prune_step),
+                 _precisions(raw.get("int8", False), runtime))
 
 
 def parse_settings(cfg: DictConfig) -> SearchSettings:
@@ -172,7 +195,7 @@ def parse_settings(cfg: DictConfig) -> SearchSettings:
                          "(conf/search.yaml)")
     raw = OmegaConf.to_container(cfg.search, resolve=True)
     budget = _budget(OmegaConf.to_container(cfg.budget, resolve=True))
-    space = _space(raw.get("space") or {}, int(cfg.data.resolution))
+    space = _space(raw.get("space") or {}, int(cfg.data.resolution), budget.runtime)
     objectives = tuple(raw.get("objectives") or ["metric"])
     if objectives[0] != "metric" or len(objectives) > 2 or (len(objectives) == 2 and objectives[1] not in COSTS):
         raise ValueError(f"search.objectives must be [metric] or [metric, one of {', '.join(COSTS)}], "

@@ -1,7 +1,7 @@
 """One candidate as an ordinary run of the engine: the recipe's config with the candidate's width and resolution,
 the teacher's resolution pinned (so the fitted teacher and its cached outputs are shared by every trial: their keys
 hold the teacher, the data and the teacher's resolution, nothing of the student), and the compress stage asked for
-the candidate's pruning and, for an int8 budget, int8 quantisation."""
+the candidate's pruning and, for an int8 candidate, int8 quantisation."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ def teacher_resolution(cfg: DictConfig) -> int:
     return int(cfg.teacher.get("resolution") or cfg.data.resolution)
 
 
-def trial_config(cfg: DictConfig, candidate: Candidate, runtime: str, *, epochs: int | None,
+def trial_config(cfg: DictConfig, candidate: Candidate, *, epochs: int | None,
                  pinned_teacher_resolution: int) -> DictConfig:
     """The run config of ``candidate``: ``epochs`` of distillation (None: the recipe's schedule, for the retrained
     student; trials also skip the results' latency columns, which the search measures itself)."""
     trial = copy.deepcopy(cfg)
-    methods = (["prune"] if candidate.prune_ratio > 0 else []) + (["int8_ptq"] if runtime == "ort_int8" else [])
+    methods = (["prune"] if candidate.prune_ratio > 0 else []) + (["int8_ptq"] if candidate.int8 else [])
     with open_dict(trial):
         trial.student.width_multiplier = candidate.width
         trial.data.resolution = candidate.resolution
@@ -35,7 +35,7 @@ def trial_config(cfg: DictConfig, candidate: Candidate, runtime: str, *, epochs:
             trial.compress.methods = methods
             if candidate.prune_ratio > 0:
                 trial.compress.target_mult_adds = round(1 - candidate.prune_ratio, 6)
-            if runtime == "ort_int8":
+            if candidate.int8:
                 trial.compress.backend = "onnxruntime"
         if epochs is not None:
             trial.trainer.max_epochs = int(epochs)
