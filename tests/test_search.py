@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 
 from distill.cost import profile
 from distill.engine.search import BudgetError, run_search
+from distill.engine.search.records import front_figure
 from distill.models import create_student
 from distill.report import main as report_main
 
@@ -272,3 +273,36 @@ def test_a_three_trial_search_end_to_end_on_the_smoke_recipe(tmp_path):
         assert (folder / name).is_file()
     assert report_main([str(folder), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "pareto.png").is_file()
+
+
+def _summary(limits: dict[str, float]) -> dict:
+    def record(number, width, resolution, latency, runtime, metric):
+        return {"number": number, "state": "complete", "metric": metric, "teacher_metric": 0.9,
+                "params": {"width": width, "resolution": resolution, "int8": runtime == "ort_int8"},
+                "cost": {"mult_adds": 10_000_000 * (number + 1), "params": 1, "latency_ms": latency,
+                         "runtime": runtime}}
+    trials = [record(0, 0.75, 80, 1.10, "ort_fp32", 0.8798), record(1, 1.0, 56, 0.72, "ort_int8", 0.8815),
+              record(2, 0.5, 48, 0.40, "ort_fp32", 0.8713)]
+    return {"study_name": "s", "epochs_per_trial": 9, "trials": trials, "front": [trials[1]], "limits": limits}
+
+
+def test_front_figure_draws_the_budget_as_applied_and_int8_trials_apart():
+    axis = front_figure(_summary({"latency": 1.16}), "accuracy").axes[0]
+    budget = [line for line in axis.get_lines() if line.get_label() == "budget"]
+    assert len(budget) == 1 and list(budget[0].get_xdata()) == [1.16, 1.16]  # a measured latency_of limit, in ms
+    teacher = [line for line in axis.get_lines() if line.get_label() == "teacher"]
+    assert list(teacher[0].get_ydata()) == [90.0, 90.0]
+    groups = {collection.get_label(): collection.get_offsets().tolist() for collection in axis.collections}
+    assert groups["trials"] == [pytest.approx([1.10, 87.98]), pytest.approx([0.40, 87.13])]
+    assert groups["trials, int8"] == [pytest.approx([0.72, 88.15])]
+    assert "ort_fp32 / ort_int8" in axis.get_xlabel()
+
+
+def test_front_figure_draws_a_mult_add_budget_in_millions_and_nothing_without_trials():
+    summary = _summary({"mult_adds": 25_000_000})
+    for trial in summary["trials"]:
+        trial["cost"]["latency_ms"] = None
+    axis = front_figure(summary, "accuracy").axes[0]
+    budget = [line for line in axis.get_lines() if line.get_label() == "budget"]
+    assert list(budget[0].get_xdata()) == [25.0, 25.0]
+    assert front_figure({**summary, "trials": []}, "accuracy") is None

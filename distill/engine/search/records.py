@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from distill.core.io import atomic_write, atomic_write_json
 from distill.engine.search.settings import SearchSettings
 
-__all__ = ["trial_record", "front_trials", "chosen_trial", "write_records", "plot_front"]
+__all__ = ["trial_record", "front_trials", "chosen_trial", "write_records", "plot_front", "front_figure"]
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
@@ -84,6 +84,15 @@ def write_records(search_dir: Path, settings: SearchSettings, study: optuna.Stud
 
 
 def plot_front(summary: dict[str, Any], path: Path, metric_name: str) -> Path | None:
+    """Writes ``front_figure`` to ``path`` (PNG); None when nothing trained."""
+    figure = front_figure(summary, metric_name)
+    if figure is None:
+        return None
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return path
+
+
+def front_figure(summary: dict[str, Any], metric_name: str) -> Figure | None:
     """The metric (%) against the searched cost: latency when measured, else mult-adds. None when nothing trained."""
     trained = [t for t in summary["trials"] if t["state"] == "complete" and t.get("metric") is not None]
     if not trained:
@@ -128,5 +137,4 @@ def plot_front(summary: dict[str, Any], path: Path, metric_name: str) -> Path | 
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    return path
+    return figure
