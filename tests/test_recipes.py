@@ -157,9 +157,11 @@ def test_teacher_and_student_beat_chance(recipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_distillation_beats_the_labels_alone_on_the_smoke_recipe(tmp_path):
-    """Fixed seed, few labelled student images: the KD student beats chance and the same student trained on the
-    labels alone (measured: 61.0% against 51.7%, teacher 92.3%, chance 10%)."""
+def test_distillation_and_the_labels_alone_both_learn_on_the_smoke_recipe(tmp_path):
+    """Fixed seed, few labelled student images: the KD student and the same student trained on the labels alone
+    both learn. Which is ahead depends on the host here: one measured 61.0% against 51.7% (teacher 92.3%, chance
+    10%), another 61.0% against 65.7%, and over seeds 0-2 55.7-62.3% against 51.7-67.3%, so on 250 images the
+    comparison is not asserted."""
     from distill.engine.run import run
 
     settings = ["recipe=smoke", "data.num_teacher_train=1000", "data.num_train=250", "data.num_test=300",
@@ -170,5 +172,4 @@ def test_distillation_beats_the_labels_alone_on_the_smoke_recipe(tmp_path):
     chance = 1 / 10
     teacher, kd, alone = (distilled["teacher"]["metrics"]["top1"], distilled["student"]["metrics"]["top1"],
                           labels["student"]["metrics"]["top1"])
-    assert teacher > 0.8 and kd > 3 * chance and alone > chance
-    assert kd > alone + 0.05
+    assert teacher > 0.8 and kd > 3 * chance and alone > 3 * chance
