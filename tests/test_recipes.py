@@ -157,19 +157,20 @@ def test_teacher_and_student_beat_chance(recipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_distillation_and_the_labels_alone_both_learn_on_the_smoke_recipe(tmp_path):
-    """Fixed seed, few labelled student images: the KD student and the same student trained on the labels alone
-    both learn. Which is ahead depends on the host here: one measured 61.0% against 51.7% (teacher 92.3%, chance
-    10%), another 61.0% against 65.7%, and over seeds 0-2 55.7-62.3% against 51.7-67.3%, so on 250 images the
-    comparison is not asserted."""
+def test_distillation_beats_the_labels_alone_on_the_smoke_recipe(tmp_path):
+    """Fixed seed, 250 labelled student images and 1000 without labels: the KD student learns from the teacher on
+    all of them, the same student on the same split trained on the labels alone can use only the 250. Measured
+    over seeds 0-2: KD 91.0 / 85.7 / 87.0% against 50.0 / 54.0 / 55.0% (teacher 93.0 / 90.3 / 91.7%, chance 10%)."""
     from distill.engine.run import run
 
-    settings = ["recipe=smoke", "data.num_teacher_train=1000", "data.num_train=250", "data.num_test=300",
-                "data.batch_size=32", "trainer.max_epochs=10", "latency_runs=0", "progress=false",
+    settings = ["recipe=smoke", "data.num_teacher_train=1000", "data.num_train=250", "data.num_unlabelled=1000",
+                "data.num_test=300", "data.batch_size=32", "trainer.max_epochs=10", "latency_runs=0", "progress=false",
                 f"cache.dir={tmp_path / 'cache'}"]
     distilled = run(compose_config(settings), run_dir=tmp_path / "kd")
     labels = run(compose_config(settings + ["loss=labels_only"]), run_dir=tmp_path / "labels")
-    chance = 1 / 10
+    assert distilled["data"]["unlabelled"] == 1000 and labels["data"]["unlabelled"] == 1000
     teacher, kd, alone = (distilled["teacher"]["metrics"]["top1"], distilled["student"]["metrics"]["top1"],
                           labels["student"]["metrics"]["top1"])
-    assert teacher > 0.8 and kd > 3 * chance and alone > 3 * chance
+    assert teacher > 0.8
+    assert kd > alone + 0.15, (kd, alone)    # 31-41 points measured
+    assert kd > teacher - 0.1, (kd, teacher)  # 2-5 points measured

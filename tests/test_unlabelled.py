@@ -1,5 +1,5 @@
 """Student images without labels: the labels' cross-entropy skips them, DKD takes the teacher's class, and the
-synthetic dogs add them to the student's split only."""
+synthetic dogs and shapes add them to the student's split only."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from distill.core.labels import UNLABELLED
 from distill.data.modules.fine_grained import SyntheticFineGrainedDataModule
+from distill.data.modules.shapes import SyntheticShapesDataModule
 from distill.losses.logits import DKDLoss
 from distill.tasks.classification import ClassificationTask
 
@@ -55,3 +56,24 @@ def test_synthetic_dogs_add_unlabelled_images_to_the_students_split_only():
     assert more.fingerprint() != plain.fingerprint()
     with pytest.raises(ValueError, match="num_unlabelled"):
         SyntheticFineGrainedDataModule(num_unlabelled=-1, **sizes)
+
+
+def test_synthetic_shapes_add_unlabelled_images_to_the_students_split_only():
+    sizes = dict(num_classes=5, image_size=16, num_teacher_train=6, num_train=7, num_test=6, seed=2)
+    plain = SyntheticShapesDataModule(**sizes)
+    more = SyntheticShapesDataModule(num_unlabelled=9, **sizes)
+    train = more.split("train")
+    assert len(train) == 16
+    assert np.array_equal(train.targets[:7], plain.split("train").targets)
+    assert np.array_equal(train.images[:7], plain.split("train").images)
+    assert (train.targets[7:] == UNLABELLED).all()
+    # the hidden images are new renderings, not copies of a labelled split
+    for name in ("teacher_train", "train", "test"):
+        assert not any(np.array_equal(hidden, seen) for hidden in train.images[7:] for seen in plain.split(name).images)
+    for name in ("teacher_train", "test"):
+        assert np.array_equal(more.split(name).images, plain.split(name).images)
+    assert more.fingerprint() != plain.fingerprint()
+    assert SyntheticShapesDataModule(num_unlabelled=0, **sizes).fingerprint() == plain.fingerprint()
+    assert more.summary()["unlabelled"] == 9
+    with pytest.raises(ValueError, match=r"data\.num_unlabelled must be >= 0, got -3"):
+        SyntheticShapesDataModule(num_unlabelled=-3, **sizes)

@@ -15,13 +15,21 @@ __all__ = ["SyntheticShapesDataModule"]
 
 
 class SyntheticShapesDataModule(ArrayDataModule):
-    """Ten shape classes; a labelled teacher split, a student split and a test split, disjoint by sample."""
+    """Ten shape classes; a labelled teacher split, a student split and a test split, disjoint by sample.
+
+    ``num_unlabelled`` more images join the student's ``train`` split after its labelled ones, with target
+    ``UNLABELLED``: the teacher's soft targets teach on them, the labels' cross-entropy skips them. They are drawn
+    from their own seed, so the labelled splits are those of a run without them.
+    """
 
     def __init__(self, num_classes: int = 10, image_size: int = 32, num_teacher_train: int = 1000,
-                 num_train: int = 1000, num_test: int = 500, **loader_args: Any) -> None:
+                 num_train: int = 1000, num_test: int = 500, num_unlabelled: int = 0, **loader_args: Any) -> None:
         super().__init__(**loader_args)
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"data.num_classes must be between 2 and {len(SHAPES)}, got {num_classes}")
+        if int(num_unlabelled) < 0:
+            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
+        self.num_unlabelled = int(num_unlabelled)
         self._num_classes = int(num_classes)
         self.image_size = int(image_size)
         self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
@@ -31,7 +39,8 @@ class SyntheticShapesDataModule(ArrayDataModule):
         return self._num_classes
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes, "seed": self.seed,
+        return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
+                "num_unlabelled": self.num_unlabelled, "seed": self.seed,
                 "generator": source_digest(synthetic_shapes)}
 
     def build_splits(self) -> dict[str, Split]:
@@ -40,7 +49,14 @@ class SyntheticShapesDataModule(ArrayDataModule):
             labels = np.random.default_rng([self.seed, offset]).integers(0, self._num_classes, size=count)
             images = render_shapes(labels, self.image_size, seed=self.seed * 10 + offset)
             splits[name] = Split(images, labels.astype(np.int64))
+        if self.num_unlabelled:
+            # the next offset: the labelled splits stay those of a run without unlabelled images
+            offset = len(self.sizes)
+            hidden = np.random.default_rng([self.seed, offset]).integers(0, self._num_classes, size=self.num_unlabelled)
+            splits["train"] = splits["train"].with_unlabelled(
+                render_shapes(hidden, self.image_size, seed=self.seed * 10 + offset))
         return splits
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size}
+        return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size,
+                "unlabelled": self.num_unlabelled}
