@@ -42,26 +42,11 @@ def test_dkd_takes_the_teachers_class_for_unlabelled_images():
         loss(student, teacher, torch.tensor([1, 0, -2, 2, 1]))
 
 
-def test_synthetic_dogs_add_unlabelled_images_to_the_students_split_only():
-    sizes = dict(num_classes=4, image_size=16, num_teacher_train=8, num_train=8, num_test=8, seed=3)
-    plain = SyntheticFineGrainedDataModule(**sizes)
-    more = SyntheticFineGrainedDataModule(num_unlabelled=12, **sizes)
-    train = more.split("train")
-    assert len(train) == 20
-    assert np.array_equal(train.targets[:8], plain.split("train").targets)
-    assert (train.targets[8:] == UNLABELLED).all()
-    assert np.array_equal(train.images[:8], plain.split("train").images)
-    for name in ("teacher_train", "test"):
-        assert np.array_equal(more.split(name).images, plain.split(name).images)
-    assert more.fingerprint() != plain.fingerprint()
-    with pytest.raises(ValueError, match="num_unlabelled"):
-        SyntheticFineGrainedDataModule(num_unlabelled=-1, **sizes)
-
-
-def test_synthetic_shapes_add_unlabelled_images_to_the_students_split_only():
-    sizes = dict(num_classes=5, image_size=16, num_teacher_train=6, num_train=7, num_test=6, seed=2)
-    plain = SyntheticShapesDataModule(**sizes)
-    more = SyntheticShapesDataModule(num_unlabelled=9, **sizes)
+@pytest.mark.parametrize("module", [SyntheticFineGrainedDataModule, SyntheticShapesDataModule])
+def test_synthetic_data_add_unlabelled_images_to_the_students_split_only(module):
+    sizes = dict(num_classes=4, image_size=16, num_teacher_train=6, num_train=7, num_test=6, seed=2)
+    plain = module(**sizes)
+    more = module(num_unlabelled=9, **sizes)
     train = more.split("train")
     assert len(train) == 16
     assert np.array_equal(train.targets[:7], plain.split("train").targets)
@@ -73,7 +58,7 @@ def test_synthetic_shapes_add_unlabelled_images_to_the_students_split_only():
     for name in ("teacher_train", "test"):
         assert np.array_equal(more.split(name).images, plain.split(name).images)
     assert more.fingerprint() != plain.fingerprint()
-    assert SyntheticShapesDataModule(num_unlabelled=0, **sizes).fingerprint() == plain.fingerprint()
+    assert module(num_unlabelled=0, **sizes).fingerprint() == plain.fingerprint()
     assert more.summary()["unlabelled"] == 9
     with pytest.raises(ValueError, match=r"data\.num_unlabelled must be >= 0, got -3"):
-        SyntheticShapesDataModule(num_unlabelled=-3, **sizes)
+        module(num_unlabelled=-3, **sizes)
