@@ -7,6 +7,13 @@ class per image (e.g. DKD) take the teacher's top class instead.
 
 from __future__ import annotations
 
-__all__ = ["UNLABELLED"]
+__all__ = ["UNLABELLED", "unlabelled_count"]
 
 UNLABELLED = -1
+
+
+def unlabelled_count(value: int) -> int:
+    """``data.num_unlabelled`` as an int, refused when negative (every data module that adds unlabelled images)."""
+    if int(value) < 0:
+        raise ValueError(f"data.num_unlabelled must be >= 0, got {value}")
+    return int(value)

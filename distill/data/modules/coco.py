@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from distill.core.images import SWAPS_SIDES, orientation
 from distill.core.fingerprint import files_fingerprint, fingerprint, verify_mode
+from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.readers.coco import (BOX_POLICIES, CocoDetectionDataset, CocoImage, CocoIndex, collate_detection,
@@ -241,9 +242,7 @@ class SyntheticCocoDataModule(CocoDataModule):
         self.counts = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
         if min(self.counts.values()) < 1:
             raise ValueError(f"every synthetic split needs at least one image, got {self.counts}")
-        if int(num_unlabelled) < 0:
-            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
-        self.num_unlabelled = int(num_unlabelled)
+        self.num_unlabelled = unlabelled_count(num_unlabelled)
         # written after the labelled splits, from their own random stream: those stay the scenes of a run without
         written = {**self.counts, **({"unlabelled": self.num_unlabelled} if self.num_unlabelled else {})}
         self.written = written

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
@@ -65,9 +66,7 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
     def __init__(self, num_classes: int = MAX_CLASSES, image_size: int = 32, num_teacher_train: int = 2400,
                  num_train: int = 1200, num_test: int = 1200, num_unlabelled: int = 0, **loader_args: Any) -> None:
         super().__init__(**loader_args)
-        if int(num_unlabelled) < 0:
-            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
-        self.num_unlabelled = int(num_unlabelled)
+        self.num_unlabelled = unlabelled_count(num_unlabelled)
         if not 2 <= int(num_classes) <= MAX_CLASSES:
             raise ValueError(f"data.num_classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
         if int(image_size) < 16:

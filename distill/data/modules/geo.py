@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.core.fingerprint import files_fingerprint
+from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
@@ -322,9 +323,7 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
     def __init__(self, image_size: int = 48, num_teacher_train: int = 6000, num_train: int = 4000,
                  num_test: int = 1500, num_unlabelled: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if int(num_unlabelled) < 0:
-            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
-        self.num_unlabelled = int(num_unlabelled)
+        self.num_unlabelled = unlabelled_count(num_unlabelled)
         if int(image_size) < 16:
             raise ValueError(f"data.image_size must be >= 16, got {image_size}")
         self.image_size = int(image_size)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from distill.core.labels import unlabelled_count
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split
 from distill.data.synthetic import shapes as synthetic_shapes
@@ -27,9 +28,7 @@ class SyntheticShapesDataModule(ArrayDataModule):
         super().__init__(**loader_args)
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"data.num_classes must be between 2 and {len(SHAPES)}, got {num_classes}")
-        if int(num_unlabelled) < 0:
-            raise ValueError(f"data.num_unlabelled must be >= 0, got {num_unlabelled}")
-        self.num_unlabelled = int(num_unlabelled)
+        self.num_unlabelled = unlabelled_count(num_unlabelled)
         self._num_classes = int(num_classes)
         self.image_size = int(image_size)
         self.sizes = {"teacher_train": int(num_teacher_train), "train": int(num_train), "test": int(num_test)}
