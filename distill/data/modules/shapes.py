@@ -43,18 +43,17 @@ class SyntheticShapesDataModule(ArrayDataModule):
                 "generator": source_digest(synthetic_shapes)}
 
     def build_splits(self) -> dict[str, Split]:
-        splits = {}
-        for offset, (name, count) in enumerate(self.sizes.items()):
-            labels = np.random.default_rng([self.seed, offset]).integers(0, self._num_classes, size=count)
-            images = render_shapes(labels, self.image_size, seed=self.seed * 10 + offset)
-            splits[name] = Split(images, labels.astype(np.int64))
+        splits = {name: Split(*self._draw(offset, count)) for offset, (name, count) in enumerate(self.sizes.items())}
         if self.num_unlabelled:
             # the next offset: the labelled splits stay those of a run without unlabelled images
-            offset = len(self.sizes)
-            hidden = np.random.default_rng([self.seed, offset]).integers(0, self._num_classes, size=self.num_unlabelled)
-            splits["train"] = splits["train"].with_unlabelled(
-                render_shapes(hidden, self.image_size, seed=self.seed * 10 + offset))
+            hidden, _ = self._draw(len(self.sizes), self.num_unlabelled)
+            splits["train"] = splits["train"].with_unlabelled(hidden)
         return splits
+
+    def _draw(self, offset: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` images and their classes, a function of (seed, offset) alone."""
+        labels = np.random.default_rng([self.seed, offset]).integers(0, self._num_classes, size=count)
+        return render_shapes(labels, self.image_size, seed=self.seed * 10 + offset), labels.astype(np.int64)
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "classes": self._num_classes, "image_size": self.image_size,
