@@ -62,3 +62,10 @@ def test_synthetic_data_add_unlabelled_images_to_the_students_split_only(module)
     assert more.summary()["unlabelled"] == 9
     with pytest.raises(ValueError, match=r"data\.num_unlabelled must be >= 0, got -3"):
         module(num_unlabelled=-3, **sizes)
+
+
+@pytest.mark.parametrize("value", ["many", 2.5, None])
+def test_a_number_of_unlabelled_images_that_is_not_a_whole_number_is_refused_by_key(value):
+    with pytest.raises(ValueError, match=r"data\.num_unlabelled must be a whole number >= 0, got "):
+        SyntheticShapesDataModule(num_unlabelled=value, num_teacher_train=2, num_train=2, num_test=2)
+    assert SyntheticShapesDataModule(num_unlabelled="3", num_teacher_train=2, num_train=2, num_test=2).num_unlabelled == 3

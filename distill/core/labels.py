@@ -13,7 +13,14 @@ UNLABELLED = -1
 
 
 def unlabelled_count(value: int) -> int:
-    """``data.num_unlabelled`` as an int, refused when negative (every data module that adds unlabelled images)."""
-    if int(value) < 0:
+    """``data.num_unlabelled`` as an int, refused when negative or not a whole number (every data module that adds
+    unlabelled images)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.num_unlabelled must be a whole number >= 0, got {value!r}") from None
+    if count != value and not isinstance(value, str):  # 2.5 would silently become 2
+        raise ValueError(f"data.num_unlabelled must be a whole number >= 0, got {value!r}")
+    if count < 0:
         raise ValueError(f"data.num_unlabelled must be >= 0, got {value}")
-    return int(value)
+    return count
