@@ -24,7 +24,7 @@ from distill.core.io import atomic_write
 from distill.engine.cache.manifest import MANIFEST_NAME
 
 __all__ = ["data_key_parts", "explain_miss", "memory_format", "newest_manifest_parts", "newest_sidecar_parts",
-           "parts_path", "teacher_key_parts", "teacher_output_key_parts", "write_parts"]
+           "parts_path", "teacher_data_key_parts", "teacher_key_parts", "teacher_output_key_parts", "write_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,19 @@ def memory_format(module: nn.Module) -> str:
     return "contiguous"
 
 
+def teacher_data_key_parts(datamodule: Any) -> dict[str, Any]:
+    """The data parts of a fitted teacher's key: the module's ``teacher_key_parts()`` (what shapes the split the
+    teacher is fitted on) where it has one, else all of its data parts."""
+    narrowed = getattr(datamodule, "teacher_key_parts", None)
+    if callable(narrowed):
+        return dict(narrowed())
+    return data_key_parts(datamodule)
+
+
 def teacher_key_parts(base: Mapping[str, Any], datamodule: Any, fit_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A fitted teacher's key parts: ``base`` (its builder, resolution, seed, memory format), the data and the fit
-    settings, as plain data."""
-    return plain_parts(**base, data=data_key_parts(datamodule), fit=dict(fit_cfg))
+    """A fitted teacher's key parts: ``base`` (its builder, resolution, seed, memory format), the data its split
+    depends on and the fit settings, as plain data."""
+    return plain_parts(**base, data=teacher_data_key_parts(datamodule), fit=dict(fit_cfg))
 
 
 def teacher_output_key_parts(module: Any, datamodule: Any, *, dtype: str = "float32",

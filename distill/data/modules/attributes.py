@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
-from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
                                          read_celeba_partition)
 from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport, list_image_files
@@ -237,6 +237,11 @@ class SyntheticAttributesDataModule(_AttributeDataModule):
         # student_labels only decides whether the student's labels are served, not what the data is: a teacher
         # fitted (and its outputs cached) for one setting serves the other.
         return {**self._render_parts(), "unlabeled": self._unlabeled_parts()}
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """Each split renders its own people from its own stream: the student's and test splits and the extra
+        unlabeled folder leave the teacher's as it is, so changing them reuses a fitted teacher."""
+        return teacher_split_parts(self.key_parts(), drop=("unlabeled",))
 
     def split_stream(self, name: str) -> int:
         """The seed a split's people (``sample_identities``) and renderings (``render_faces``) are drawn with."""

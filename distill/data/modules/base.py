@@ -6,14 +6,17 @@ Splits by role:
 - ``test``: labelled held-out data on which teacher and student are evaluated by the same code.
 A subclass only says how to build the arrays (``build_splits``) and what identifies them (``fingerprint_parts``).
 
-``fingerprint()`` keys the fitted teacher and the teacher-output cache: the subclass's parts (a real reader's
-files, digested by ``verify``: ``stat`` or ``content``, see ``distill.core.fingerprint.files_fingerprint``; a
-generator's source and settings) and the augmentation (``augmentation()``), which shapes both.
+``fingerprint()`` keys the teacher-output cache: the subclass's parts (a real reader's files, digested by
+``verify``: ``stat`` or ``content``, see ``distill.core.fingerprint.files_fingerprint``; a generator's source and
+settings) and the augmentation (``augmentation()``), which shapes it. ``teacher_key_parts()`` keys the fitted
+teacher: all of it by default; a module whose teacher split is drawn on its own narrows it to what shapes that split
+(``teacher_split_parts``), so that a run changing only the student's or the test split reuses the fitted teacher.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +28,7 @@ from distill.core.labels import UNLABELLED
 from distill.data.views import DEFAULT_MEAN, DEFAULT_STD, ImageArrayDataset, ViewSampler
 from distill.data.workers import loader_workers
 
-__all__ = ["Split", "ArrayDataModule"]
+__all__ = ["Split", "ArrayDataModule", "teacher_split_parts"]
 
 
 @dataclass
@@ -110,8 +113,13 @@ class ArrayDataModule(pl.LightningDataModule):
         return {"kind": type(self).__name__, **self.fingerprint_parts(), "augmentation": self.augmentation()}
 
     def fingerprint(self) -> str:
-        """Key of the data for the fitted teacher and the teacher outputs (see ``key_parts``)."""
+        """Key of the data for the teacher outputs (see ``key_parts``)."""
         return fingerprint(**self.key_parts())
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """What shapes a teacher fitted on ``teacher_train_dataloader()``: here all of ``key_parts()``; a subclass
+        whose teacher split does not depend on the other splits leaves those out."""
+        return self.key_parts()
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
@@ -209,3 +217,20 @@ class ArrayDataModule(pl.LightningDataModule):
 
 def _collate(dataset: ImageArrayDataset, items: list[tuple[int, int]]) -> dict:
     return default_collate([dataset[item] for item in items])
+
+
+def teacher_split_parts(parts: Mapping[str, Any], *, sizes_key: str = "sizes",
+                        keep: Iterable[str] = ("teacher_train",), drop: Iterable[str] = ()) -> dict[str, Any]:
+    """``parts`` (a synthetic module's ``key_parts()``) narrowed to what its teacher split depends on: the split
+    counts under ``sizes_key`` cut to ``keep``, and the ``drop`` keys (settings of the other splits) left out.
+
+    Only for generators that draw each split from its own random stream, so that the kept splits are the same
+    images whatever the other splits hold (the tests check this byte for byte).
+    """
+    dropped = set(drop)
+    missing = sorted((dropped | {sizes_key}) - set(parts))
+    if missing:
+        raise KeyError(f"teacher_split_parts: no {missing} in the data's key parts (has {sorted(parts)})")
+    sizes = parts[sizes_key]
+    return {**{name: value for name, value in parts.items() if name not in dropped},
+            sizes_key: {name: sizes[name] for name in keep}}

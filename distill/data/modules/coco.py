@@ -31,6 +31,7 @@ from distill.core.fingerprint import files_fingerprint, fingerprint, verify_mode
 from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
+from distill.data.modules.base import teacher_split_parts
 from distill.data.readers.coco import (BOX_POLICIES, CocoDetectionDataset, CocoImage, CocoIndex, collate_detection,
                                        load_coco)
 from distill.data.synthetic import coco_scenes
@@ -266,3 +267,8 @@ class SyntheticCocoDataModule(CocoDataModule):
         student's unlabelled scenes do not shape the teacher."""
         return {"kind": type(self).__name__, "synthetic": self.settings, "generator": self.generator,
                 "counts": self.counts, "flip": self.flip}
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """Each split's scenes come from their own random streams: the student's and test splits leave the
+        teacher's as they are, so changing them reuses a fitted teacher."""
+        return teacher_split_parts(self.key_parts(), sizes_key="counts")

@@ -122,6 +122,14 @@ class SyntheticFacesDataModule(ArrayDataModule):
             "seed": self.seed,
         }
 
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """The teacher's people and renderings come from their own streams: the student's and test splits'
+        settings leave them as they are, so changing those reuses a fitted teacher."""
+        others = ("train_images_per_identity", "num_train_identities", "num_test_identities",
+                  "test_images_per_identity", "num_folds", "pairs_per_fold")
+        parts = self.key_parts()
+        return {name: value for name, value in parts.items() if name not in others}
+
     def _cache_file(self) -> Path | None:
         if not self.use_cache:
             return None

@@ -37,7 +37,7 @@ from distill.core.fingerprint import files_fingerprint
 from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
-from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
                                               SkipReport, image_size)
 from distill.data.readers.stanford_dogs import breed_name, read_split_list
@@ -86,6 +86,11 @@ class SyntheticFineGrainedDataModule(ArrayDataModule):
     def fingerprint_parts(self) -> dict[str, Any]:
         return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
                 "num_unlabelled": self.num_unlabelled, "seed": self.seed, "generator": source_digest(synthetic_dogs)}
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """The teacher's split is rendered first from its own stream: the student's and test splits and the
+        unlabelled images leave it as it is, so changing them reuses a fitted teacher."""
+        return teacher_split_parts(self.key_parts(), drop=("num_unlabelled",))
 
     def _render_balanced(self, count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` images balanced over the breeds, shuffled, and their labels; a function of (seed, offset)."""

@@ -35,7 +35,7 @@ from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
-from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
 from distill.data.readers.image_files import CorruptImageError, image_size
 from distill.data.shards import ShardImages, is_remote, open_pack, read_extras
@@ -335,6 +335,11 @@ class SyntheticGeoDataModule(GeoArrayDataModule):
     def fingerprint_parts(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "sizes": self.sizes, "num_unlabelled": self.num_unlabelled,
                 "seed": self.seed, "partition": self.partition_settings(), "generator": source_digest(geo_photos)}
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """The partition (the teacher's classes) is built from both training splits' places, so the teacher
+        depends on both; the test split and the unlabelled photos leave it as it is."""
+        return teacher_split_parts(self.key_parts(), keep=("teacher_train", "train"), drop=("num_unlabelled",))
 
     def build_splits(self) -> dict[str, Split]:
         places = {name: sample_places(count, np.random.default_rng([self.seed, 3000 + offset]))

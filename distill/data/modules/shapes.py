@@ -8,7 +8,7 @@ import numpy as np
 
 from distill.core.labels import unlabelled_count
 from distill.data.array_store import source_digest
-from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.synthetic import shapes as synthetic_shapes
 from distill.data.synthetic.shapes import SHAPES, render_shapes
 
@@ -41,6 +41,11 @@ class SyntheticShapesDataModule(ArrayDataModule):
         return {"num_classes": self._num_classes, "image_size": self.image_size, "sizes": self.sizes,
                 "num_unlabelled": self.num_unlabelled, "seed": self.seed,
                 "generator": source_digest(synthetic_shapes)}
+
+    def teacher_key_parts(self) -> dict[str, Any]:
+        """The teacher's split is drawn first from its own stream: the student's and test splits and the
+        unlabelled images leave it as it is, so changing them reuses a fitted teacher."""
+        return teacher_split_parts(self.key_parts(), drop=("num_unlabelled",))
 
     def build_splits(self) -> dict[str, Split]:
         splits = {name: Split(*self._draw(offset, count)) for offset, (name, count) in enumerate(self.sizes.items())}
