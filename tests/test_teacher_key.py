@@ -92,6 +92,7 @@ def test_narrowing_names_a_part_that_is_not_there():
     assert teacher_split_parts(parts, drop=("num_unlabelled",)) == {"sizes": {"teacher_train": 3}, "seed": 0}
     with pytest.raises(KeyError, match=r"no \['unlabeled'\] in the data's key parts"):
         teacher_split_parts(parts, drop=("unlabeled",))
+    assert teacher_split_parts(parts, sizes_key=None, drop=("sizes",)) == {"num_unlabelled": 2, "seed": 0}
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ teacher: all of it by default; a module whose teacher split is drawn on its own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -219,18 +219,22 @@ def _collate(dataset: ImageArrayDataset, items: list[tuple[int, int]]) -> dict:
     return default_collate([dataset[item] for item in items])
 
 
-def teacher_split_parts(parts: Mapping[str, Any], *, sizes_key: str = "sizes",
+def teacher_split_parts(parts: Mapping[str, Any], *, sizes_key: str | None = "sizes",
                         keep: Iterable[str] = ("teacher_train",), drop: Iterable[str] = ()) -> dict[str, Any]:
     """``parts`` (a synthetic module's ``key_parts()``) narrowed to what its teacher split depends on: the split
-    counts under ``sizes_key`` cut to ``keep``, and the ``drop`` keys (settings of the other splits) left out.
+    counts under ``sizes_key`` cut to ``keep`` (None: the parts hold no such counts), and the ``drop`` keys
+    (settings of the other splits) left out. A key named here that ``parts`` lacks raises: a renamed part would
+    otherwise stay in the key unnoticed.
 
     Only for generators that draw each split from its own random stream, so that the kept splits are the same
     images whatever the other splits hold (the tests check this byte for byte).
     """
     dropped = set(drop)
-    missing = sorted((dropped | {sizes_key}) - set(parts))
+    named = dropped if sizes_key is None else dropped | {sizes_key}
+    missing = sorted(named - set(parts))
     if missing:
         raise KeyError(f"teacher_split_parts: no {missing} in the data's key parts (has {sorted(parts)})")
-    sizes = parts[sizes_key]
-    return {**{name: value for name, value in parts.items() if name not in dropped},
-            sizes_key: {name: sizes[name] for name in keep}}
+    narrowed = {name: value for name, value in parts.items() if name not in dropped}
+    if sizes_key is not None:
+        narrowed[sizes_key] = {name: parts[sizes_key][name] for name in keep}
+    return narrowed

@@ -35,7 +35,7 @@ from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
 from distill.data.face_folders import FaceBoxCrop, find_faces, fold_pairs, limit_identities
-from distill.data.modules.base import ArrayDataModule, Split
+from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.readers.image_files import SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport, load_image
 from distill.data.readers.pairs import lfw_image_path, make_pairs, read_lfw_pairs
 from distill.data.streaming import (CentreCrop, DecodedFiles, SkipLog, in_memory_setting, keep_in_memory,
@@ -127,8 +127,7 @@ class SyntheticFacesDataModule(ArrayDataModule):
         settings leave them as they are, so changing those reuses a fitted teacher."""
         others = ("train_images_per_identity", "num_train_identities", "num_test_identities",
                   "test_images_per_identity", "num_folds", "pairs_per_fold")
-        parts = self.key_parts()
-        return {name: value for name, value in parts.items() if name not in others}
+        return teacher_split_parts(self.key_parts(), sizes_key=None, drop=others)
 
     def _cache_file(self) -> Path | None:
         if not self.use_cache:
