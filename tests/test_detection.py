@@ -12,7 +12,13 @@ from torchvision.models.detection.ssd import SSD
 
 from distill import load_student
 from distill.core.cost import profile
-from distill.losses.detection import FeatureImitation, object_mask, rpn_head_imitation, ssd_head_imitation
+from distill.losses.detection import (
+    FeatureImitation,
+    HeadImitationLoss,
+    object_mask,
+    rpn_head_imitation,
+    ssd_head_imitation,
+)
 from distill.metrics.detection import mean_average_precision
 from distill.models.checkpoint import read_student_checkpoint, save_student
 from distill.models.detection.backbones import build_trunk
@@ -186,6 +192,28 @@ def test_head_imitation_on_hand_made_anchors():
     assert rpn_head_imitation((objectness, deltas), (objectness, deltas)).item() == pytest.approx(math.log(2.0))
     with pytest.raises(ValueError, match="needs the same anchors"):
         ssd_head_imitation({**student, "cls_logits": torch.zeros(1, 2, 2)}, teacher)
+
+
+def test_ssd_head_imitation_divides_the_kd_by_the_teachers_object_anchors():
+    # four anchors, classes (background, object). Anchors 0-1: teacher (1/4, 3/4) against a uniform student, KL `kl`
+    # each; anchors 2-3: teacher and student both (3/4, 1/4), KL 0. The teacher's object probabilities sum to
+    # 3/4 + 3/4 + 1/4 + 1/4 = 2, so "objects" gives 2 kl / 2 and "anchors" (the mean) 2 kl / 4; box offsets agree.
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    agree = [math.log(3.0), 0.0]
+    teacher = {"cls_logits": torch.tensor([[[0.0, math.log(3.0)], [0.0, math.log(3.0)], agree, agree]]),
+               "bbox_regression": torch.zeros(1, 4, 4)}
+    student = {"cls_logits": torch.tensor([[[0.0, 0.0], [0.0, 0.0], agree, agree]]),
+               "bbox_regression": torch.zeros(1, 4, 4)}
+    assert ssd_head_imitation(student, teacher, normalize="objects").item() == pytest.approx(kl, rel=1e-5)
+    assert ssd_head_imitation(student, teacher, normalize="anchors").item() == pytest.approx(kl / 2, rel=1e-5)
+    assert HeadImitationLoss()(student, teacher).item() == pytest.approx(kl, rel=1e-5)  # "objects" by default
+    # a teacher that sees less than one object anchor in all: divided by 1, not blown up
+    background = {"cls_logits": torch.tensor([[[math.log(99.0), 0.0]] * 4]), "bbox_regression": torch.zeros(1, 4, 4)}
+    uniform = {"cls_logits": torch.zeros(1, 4, 2), "bbox_regression": torch.zeros(1, 4, 4)}
+    per_anchor = 0.99 * math.log(0.99 / 0.5) + 0.01 * math.log(0.01 / 0.5)
+    assert ssd_head_imitation(uniform, background).item() == pytest.approx(4 * per_anchor, rel=1e-5)
+    with pytest.raises(ValueError, match="normalize='mean'.*'objects'"):
+        HeadImitationLoss(normalize="mean")
 
 
 @pytest.mark.parametrize("kind", ["ssd", "faster_rcnn"])

@@ -90,16 +90,26 @@ def _weighted_box_loss(student: torch.Tensor, teacher: torch.Tensor, weight: tor
 
 
 def ssd_head_imitation(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
-                       temperature: float = 1.0) -> torch.Tensor:
+                       temperature: float = 1.0, normalize: str = "objects") -> torch.Tensor:
     """SSD outputs {"cls_logits" (N, A, C), "bbox_regression" (N, A, 4)}: KD on every anchor plus teacher-weighted
-    box offsets (weight: the teacher's probability that the anchor holds an object, i.e. not class 0)."""
+    box offsets (weight: the teacher's probability that the anchor holds an object, i.e. not class 0).
+
+    ``normalize="anchors"`` averages the KD over all anchors; ``"objects"`` divides its sum by the teacher's expected
+    number of object anchors, as SSD's own loss divides by its matched anchors, so that the few anchors on objects
+    are not drowned by thousands of background ones."""
     s_logits, t_logits = student["cls_logits"], teacher["cls_logits"].detach()
     _check_same_anchors(s_logits, t_logits, "class logits")
     t_prob = F.softmax(t_logits / temperature, dim=-1)
     kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
     foreground = 1.0 - F.softmax(t_logits, dim=-1)[..., 0]
     box = _weighted_box_loss(student["bbox_regression"], teacher["bbox_regression"].detach(), foreground)
-    return kd.mean() * temperature ** 2 + box
+    if normalize == "objects":
+        kd = kd.sum() / foreground.sum().clamp_min(1.0)
+    elif normalize == "anchors":
+        kd = kd.mean()
+    else:
+        raise ValueError(f"head_imitation normalize={normalize!r}: expected 'anchors' or 'objects'")
+    return kd * temperature ** 2 + box
 
 
 def rpn_head_imitation(student: tuple[list[torch.Tensor], list[torch.Tensor]],
@@ -157,13 +167,17 @@ class HeadImitationLoss(DistillationLoss):
     same_shape = False
     structured = True
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, normalize: str = "objects") -> None:
         super().__init__()
         self.temperature = self._check_hyperparameter("temperature", temperature)
+        if normalize not in ("objects", "anchors"):
+            raise ValueError(f"head_imitation normalize={normalize!r}: expected 'objects' (the KD's sum over the "
+                             "anchors divided by the teacher's object anchors) or 'anchors' (its mean)")
+        self.normalize = normalize
 
     def forward(self, student, teacher) -> torch.Tensor:
         if isinstance(student, dict):
-            return ssd_head_imitation(student, teacher, self.temperature)
+            return ssd_head_imitation(student, teacher, self.temperature, self.normalize)
         if isinstance(student, (tuple, list)) and len(student) == 2:
             return rpn_head_imitation(student, teacher, self.temperature)
         raise ValueError("head_imitation compares an SSD head's {'cls_logits', 'bbox_regression'} or an RPN head's "
