@@ -1,6 +1,8 @@
 """Student images without labels: the labels' cross-entropy skips them, DKD takes the teacher's class, and the
 synthetic dogs and shapes add them to the student's split only."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch.nn.functional as F
 from distill.core.labels import UNLABELLED
 from distill.data.modules.fine_grained import SyntheticFineGrainedDataModule
 from distill.data.modules.shapes import SyntheticShapesDataModule
+from distill.engine.build import warn_unlabelled_without_teacher
+from distill.engine.distillation import parse_loss_terms
 from distill.losses.logits import DKDLoss
 from distill.tasks.classification import ClassificationTask
 
@@ -69,3 +73,17 @@ def test_a_number_of_unlabelled_images_that_is_not_a_whole_number_is_refused_by_
     with pytest.raises(ValueError, match=r"data\.num_unlabelled must be a whole number >= 0, got "):
         SyntheticShapesDataModule(num_unlabelled=value, num_teacher_train=2, num_train=2, num_test=2)
     assert SyntheticShapesDataModule(num_unlabelled="3", num_teacher_train=2, num_train=2, num_test=2).num_unlabelled == 3
+
+
+def test_images_without_labels_and_no_teacher_term_are_warned_about(caplog):
+    """A labels-only loss takes steps on the unlabelled images without learning from them: the run says so."""
+    sizes = dict(num_classes=4, image_size=16, num_teacher_train=6, num_train=7, num_test=6, seed=2)
+    more = SyntheticShapesDataModule(num_unlabelled=9, **sizes)
+    labels_only = parse_loss_terms({"ground_truth": {"weight": 1.0}})
+    distilled = parse_loss_terms({"ground_truth": {"weight": 1.0}, "kd": {"weight": 1.0}})
+    with caplog.at_level(logging.WARNING, logger="distill.engine.build"):
+        assert warn_unlabelled_without_teacher(distilled, more) == 0
+        assert warn_unlabelled_without_teacher(labels_only, SyntheticShapesDataModule(**sizes)) == 0
+        assert not caplog.records
+        assert warn_unlabelled_without_teacher(labels_only, more) == 9
+    assert "holds 9 images without labels" in caplog.text and "data.num_unlabelled=0" in caplog.text

@@ -3,6 +3,7 @@ DistillationModule that pairs them."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from distill.engine.teacher import prepare_teacher
 from distill.engine.trainers import configured_logger, single_device_trainer, trainer_device
 from distill.tasks.base import GROUND_TRUTH, Task
 
-__all__ = ["Models", "build_data_and_task", "build_models", "run_folder"]
+__all__ = ["Models", "build_data_and_task", "build_models", "run_folder", "warn_unlabelled_without_teacher"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,11 +92,26 @@ def _teacher(cfg: DictConfig, task: Task, datamodule: Any, run_dir: Path, resolu
         seed=int(cfg.seed))
 
 
+def warn_unlabelled_without_teacher(terms: list, datamodule: Any) -> int:
+    """Warn when the student's split holds images without labels but no loss term reads the teacher: those images
+    then teach nothing and only cost steps. Returns their number (0 when there is nothing to warn about)."""
+    if any(spec.name != GROUND_TRUTH for spec in terms):
+        return 0
+    summary = getattr(datamodule, "summary", None)
+    unlabelled = int((summary() if callable(summary) else {}).get("unlabelled") or 0)
+    if unlabelled:
+        log.warning("the student's split holds %d images without labels, but loss.terms has no term that reads the "
+                    "teacher: they teach nothing and only take steps (data.num_unlabelled=0, or "
+                    "data.unlabelled_ann_file=null for COCO data, trains on the labelled images alone)", unlabelled)
+    return unlabelled
+
+
 def build_models(cfg: DictConfig, task: Task, datamodule: Any, run_dir: Path) -> Models:
     """Stage 1 (the teacher), then the student and the DistillationModule."""
     resolution = int(cfg.data.resolution)
     teacher_resolution = int(datamodule.teacher_resolution)
     terms = parse_loss_terms(OmegaConf.to_container(cfg.loss.terms, resolve=True))
+    warn_unlabelled_without_teacher(terms, datamodule)
     if any(spec.name == GROUND_TRUTH and spec.weight > 0 for spec in terms):
         task.check_ground_truth(datamodule)
     teacher, teacher_info = _teacher(cfg, task, datamodule, run_dir, teacher_resolution)
