@@ -35,7 +35,11 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     # each detector's own imitation weight (measured per detector in recipes/coco/README.md)
     assert distilled_faster.loss.terms.feature_imitation.weight == 15.0 and terms.feature_imitation.weight == 3.0
     assert distilled_faster.detector.options.roi_output_size == 7  # CPU-sized crops by default
-    assert cfg.trainer.max_epochs == 30 and distilled_faster.trainer.max_epochs == 10  # each detector's schedule
+    assert cfg.trainer.max_epochs == 10 and distilled_faster.trainer.max_epochs == 10  # each detector's schedule
+    # SSD's student learns from 100 scenes with boxes and 1100 without; Faster R-CNN's box losses need boxes on all
+    assert (cfg.data.num_train, cfg.data.num_unlabelled) == (100, 1100)
+    assert (distilled_faster.data.num_train, distilled_faster.data.num_unlabelled) == (400, 0)
+    assert terms.head_imitation.normalize == "objects"
     real = compose_config(["recipe=coco", "data=coco"])
     assert real.data._target_ == "distill.data.modules.coco.CocoDataModule" and real.data.resolution == 300
     with pytest.raises(InstantiationException, match="data.root and data.ann_file are required"):
