@@ -3,8 +3,9 @@
 The cache folder is ``--dir``, else ``$DISTILL_CACHE_DIR``, else ``~/.cache/distill`` (``cache.dir=`` of a run).
 It holds three kinds of entries:
 
-- ``teachers``: fitted teachers, ``teachers/<key>.pt`` and the key's parts beside it (``<key>.parts.json``): one
-  network's weights, MBs to a few hundred MBs;
+- ``teachers``: fitted teachers, ``teachers/<key>.pt`` with the key's parts (``<key>.parts.json``) and the
+  teacher's test metrics (``<key>.metrics-<metrics key>.json``) beside it: one network's weights, MBs to a few
+  hundred MBs;
 - ``teacher_outputs``: a teacher's outputs on every (sample, view), ``teacher_outputs/<key>-<dtype>/`` (samples x views x
   the output size x 4 bytes: a 512-d embedding over 100k images and 2 views is 400 MB);
 - ``data``: generated and decoded image arrays, every other folder (``faces/*.npz``, ``synthetic_coco/<key>/``;

@@ -20,10 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_models(task: Task, datamodule: Any, models: dict[str, tuple[nn.Module, int]],
-                    device: torch.device) -> dict[str, dict[str, Any]]:
-    """{role: metrics} for each (model, resolution) in ``models``, all evaluated on ``device``."""
-    log.info("Evaluating %s on the test split (%s)", " and ".join(models), device)
-    return {role: task.evaluate(model.eval(), datamodule, resolution, device=device)
+                    device: torch.device, known: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """{role: metrics} for each (model, resolution) in ``models``, all evaluated on ``device``; a role in
+    ``known`` (metrics read from the cache) keeps those and is not evaluated again."""
+    known = dict(known or {})
+    todo = [role for role in models if role not in known]
+    if todo:
+        log.info("Evaluating %s on the test split (%s)", " and ".join(todo), device)
+    for role in known:
+        log.info("The %s's metrics on this test split: read from the cache (evaluated by an earlier run)", role)
+    return {role: known[role] if role in known else task.evaluate(model.eval(), datamodule, resolution, device=device)
             for role, (model, resolution) in models.items()}
 
 

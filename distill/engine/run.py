@@ -23,6 +23,7 @@ from distill.engine.quiet import quiet_third_party
 from distill.engine.results import save_outputs
 from distill.engine.resume import resume_checkpoint
 from distill.engine.run_folder import prepare_run_folder
+from distill.engine.teacher_metrics import load_teacher_metrics, save_teacher_metrics, teacher_metrics_path
 from distill.engine.trainers import configured_callbacks, configured_logger, stage_trainer
 
 __all__ = ["run"]
@@ -60,10 +61,16 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(resume, run_dir))
     if not trainer.is_global_zero:
         return {}
-    # 4. evaluation of teacher and student, on the Trainer's device, once
+    # 4. evaluation of teacher and student, on the Trainer's device, once (a cached teacher's metrics are read back)
+    device = trainer.strategy.root_device
+    kept = teacher_metrics_path(cfg, module.teacher, models.teacher_info, datamodule, models.teacher_resolution, device)
+    known = load_teacher_metrics(kept)
     metrics = evaluate_models(task, datamodule, {"teacher": (module.teacher, models.teacher_resolution),
                                                  "student": (module.student, models.student_resolution)},
-                              trainer.strategy.root_device)
+                              device, known={"teacher": known} if known is not None else None)
+    if known is None:
+        save_teacher_metrics(kept, metrics["teacher"])
+    models.teacher_info["metrics_source"] = "cache" if known is not None else "evaluated"
     # 5. compression (compress.methods): each compressed student judged on the test split as it ships
     compressed = compress_student(cfg, run_dir, task, datamodule, models, compression, trainer.strategy.root_device)
     return save_outputs(cfg, run_dir, task, datamodule, models, metrics, started, compressed=compressed)
