@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 
 def _setting(tmp_path, **data):
     cfg = OmegaConf.create({"cache": {"enabled": True}, "task": {"_target_": "distill.tasks.ClassificationTask"},
-                            "teacher": {"name": "resnet10t"}})
+                            "teacher": {"name": "resnet10t"}, "data": {"eval_batch_size": 32}})
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     teacher(torch.zeros(1, 3, 8, 8))

@@ -7,8 +7,9 @@ image: more than a minute on 2 CPU cores). The file is ``<cache>/teachers/<teach
 
 The key holds everything that shapes the metrics: the teacher's weights, the task's and the teacher's settings (a
 detector's test-time options live in the task's), the whole data key and data settings (the test split's files,
-the evaluation batch size), the Trainer's precision, the teacher's resolution, the device type and memory format it runs in, the versions of torch, torchvision and
-torchmetrics, and a digest of the distill package's source (a change to the metric code is a miss).
+the evaluation batch size), the Trainer's precision, the teacher's resolution, the device type and memory format
+it runs in, the versions of torch, torchvision and torchmetrics, and a digest of the distill package's source (a
+change to the metric code is a miss).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def teacher_metrics_path(cfg: DictConfig, teacher: torch.nn.Module, teacher_info
     parts = plain_parts(
         teacher=module_fingerprint(teacher), task=OmegaConf.to_container(cfg.task, resolve=True),
         teacher_cfg=OmegaConf.to_container(cfg.teacher, resolve=True), data=data_key_parts(datamodule),
-        data_cfg=OmegaConf.to_container(cfg.data, resolve=True) if "data" in cfg else None,
+        data_cfg=OmegaConf.to_container(cfg.data, resolve=True),
         precision=OmegaConf.select(cfg, "trainer.precision", default=None),
         resolution=int(resolution), device=torch.device(device).type, memory_format=memory_format(teacher),
         versions={package: _version(package) for package in _PACKAGES}, code=source_digest())

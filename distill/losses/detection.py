@@ -89,6 +89,13 @@ def _weighted_box_loss(student: torch.Tensor, teacher: torch.Tensor, weight: tor
     return (per_anchor * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
+def _check_normalize(normalize: str) -> str:
+    if normalize not in ("objects", "anchors"):
+        raise ValueError(f"head_imitation normalize={normalize!r}: expected 'objects' (the KD's sum over the anchors "
+                         "divided by the teacher's object anchors) or 'anchors' (its mean)")
+    return normalize
+
+
 def ssd_head_imitation(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
                        temperature: float = 1.0, normalize: str = "objects") -> torch.Tensor:
     """SSD outputs {"cls_logits" (N, A, C), "bbox_regression" (N, A, 4)}: KD on every anchor plus teacher-weighted
@@ -103,12 +110,10 @@ def ssd_head_imitation(student: dict[str, torch.Tensor], teacher: dict[str, torc
     kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
     foreground = 1.0 - F.softmax(t_logits, dim=-1)[..., 0]
     box = _weighted_box_loss(student["bbox_regression"], teacher["bbox_regression"].detach(), foreground)
-    if normalize == "objects":
+    if _check_normalize(normalize) == "objects":
         kd = kd.sum() / foreground.sum().clamp_min(1.0)
-    elif normalize == "anchors":
-        kd = kd.mean()
     else:
-        raise ValueError(f"head_imitation normalize={normalize!r}: expected 'anchors' or 'objects'")
+        kd = kd.mean()
     return kd * temperature ** 2 + box
 
 
@@ -170,10 +175,7 @@ class HeadImitationLoss(DistillationLoss):
     def __init__(self, temperature: float = 1.0, normalize: str = "objects") -> None:
         super().__init__()
         self.temperature = self._check_hyperparameter("temperature", temperature)
-        if normalize not in ("objects", "anchors"):
-            raise ValueError(f"head_imitation normalize={normalize!r}: expected 'objects' (the KD's sum over the "
-                             "anchors divided by the teacher's object anchors) or 'anchors' (its mean)")
-        self.normalize = normalize
+        self.normalize = _check_normalize(normalize)  # refused when the loss is built, not at its first step
 
     def forward(self, student, teacher) -> torch.Tensor:
         if isinstance(student, dict):
