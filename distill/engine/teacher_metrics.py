@@ -14,6 +14,8 @@ change to the metric code is a miss).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from importlib import metadata
@@ -23,17 +25,26 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import distill
 from distill.core.fingerprint import fingerprint, module_fingerprint, plain_parts
 from distill.core.io import atomic_write_json
-from distill.data.array_store import source_digest
 from distill.engine.keys import data_key_parts, memory_format
 
-__all__ = ["load_teacher_metrics", "save_teacher_metrics", "teacher_metrics_path"]
+__all__ = ["load_teacher_metrics", "save_teacher_metrics", "source_digest", "teacher_metrics_path"]
 
 log = logging.getLogger(__name__)
 
 _PACKAGES = ("torch", "torchvision", "torchmetrics")
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 (short) of every ``.py`` file of the distill package, by relative path and content."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _version(package: str) -> str | None:
@@ -57,7 +68,7 @@ def teacher_metrics_path(cfg: DictConfig, teacher: torch.nn.Module, teacher_info
         data_cfg=OmegaConf.to_container(cfg.data, resolve=True),
         precision=OmegaConf.select(cfg, "trainer.precision", default=None),
         resolution=int(resolution), device=torch.device(device).type, memory_format=memory_format(teacher),
-        versions={package: _version(package) for package in _PACKAGES}, code=source_digest(distill))
+        versions={package: _version(package) for package in _PACKAGES}, code=source_digest())
     return Path(path).with_name(f"{key}.metrics-{fingerprint(**parts)}.json")
 
 
