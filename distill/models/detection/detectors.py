@@ -23,9 +23,9 @@ from torchvision.models.detection.anchor_utils import (
 )
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from distill.models.detection.backbones import Trunk, build_trunk
+from distill.models.detection.region_align import RegionAlign
 from distill.models.mobilenet import ConvBnReLU
 from distill.models.registry import register_builder
 
@@ -180,7 +180,7 @@ def build_faster_rcnn(trunk: Trunk, num_classes: int, size: int, *, anchor_sizes
         rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=rpn_batch_size_per_image,
-        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=roi_output_size, sampling_ratio=2),
+        box_roi_pool=RegionAlign("0", output_size=roi_output_size, sampling_ratio=2),
         box_head=TopBoxHead(trunk), box_predictor=FastRCNNPredictor(trunk.top_channels, num_classes + 1),
         box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=box_score_thresh,
         box_detections_per_img=box_detections_per_img,
