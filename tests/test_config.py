@@ -30,10 +30,11 @@ def test_overrides_reach_the_groups():
 
 
 def test_a_recipe_sets_the_top_level_options_and_the_command_line_still_wins():
-    # face_attributes turns channels_last on, coco measures latency over 10 runs; the base default (false, 20)
-    # must not override them, and a command-line override must override the recipe.
+    # face_attributes and planet turn channels_last on, coco measures latency over 10 runs; the base default
+    # (false, 20) must not override them, and a command-line override must override the recipe.
     assert compose_config(["recipe=smoke"]).channels_last is False
-    assert compose_config(["recipe=planet"]).channels_last is False
+    assert compose_config(["recipe=planet"]).channels_last is True
+    assert compose_config(["recipe=planet", "channels_last=false"]).channels_last is False
     assert compose_config(["recipe=face_attributes"]).channels_last is True
     assert compose_config(["recipe=face_attributes", "channels_last=false"]).channels_last is False
     assert compose_config(["recipe=coco"]).latency_runs == 10
