@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from distill.core.fingerprint import (files_fingerprint, fingerprint, fingerprint_parts_diff, module_fingerprint,
-                                      verify_mode)
+                                      source_tree_digest, verify_mode)
 from distill.core.io import atomic_torch_save
 from distill.data.array_store import source_digest
 from distill.data.modules.coco import CocoDataModule, SyntheticCocoDataModule
@@ -251,6 +251,28 @@ def test_source_digest_changes_with_the_generator_source(tmp_path):
     digest = source_digest(module)
     copy.write_text(copy.read_text() + "\n# a changed renderer\n")
     assert source_digest(module) != digest
+
+
+def test_source_tree_digest_sees_every_python_file_and_nothing_else(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 2\n")
+    root = tmp_path / "pkg"
+    digest = source_tree_digest(root)
+    assert len(digest) == 16 and source_tree_digest(root) == digest
+    (root / "notes.txt").write_text("not source")
+    assert source_tree_digest(root) == digest
+    seen = {digest}
+    (root / "sub" / "b.py").write_text("y = 3\n")  # an edit
+    seen.add(source_tree_digest(root))
+    (root / "sub" / "b.py").rename(root / "sub" / "c.py")  # a rename
+    seen.add(source_tree_digest(root))
+    (root / "d.py").write_text("")  # an added empty file
+    seen.add(source_tree_digest(root))
+    assert len(seen) == 4
+    # a package's digest is its tree's, a module's its file's: the synthetic-data keys use both
+    package = types.SimpleNamespace(__file__=str(root / "__init__.py"), __path__=[str(root)])
+    assert source_digest(package) == source_tree_digest(root)
 
 
 @pytest.mark.parametrize("change", [{"min_crop_scale": 0.5}, {"flip": False}, {"augment": False}])

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["file_sha256", "VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
+__all__ = ["file_sha256", "source_tree_digest", "VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
            "plain_parts", "verify_mode"]
 
 _DIGEST_CHARS = 16
@@ -113,6 +113,19 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def source_tree_digest(root: Path) -> str:
+    """Short digest of the Python source under ``root``: every ``.py`` file in the order of their relative paths
+    (``/``-separated), each digested with its path and length, so a change, addition, removal or rename of any file
+    gives a new digest. Caches of what code computes (synthetic data, a teacher's metrics) key on it."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for name, file in sorted((file.relative_to(root).as_posix(), file) for file in root.rglob("*.py")):
+        content = file.read_bytes()
+        digest.update(f"{name}\n{len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()[:_DIGEST_CHARS]
 
 
 def files_fingerprint(paths: Iterable[str | os.PathLike], mode: str = "stat") -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.core.fingerprint import files_fingerprint
+from distill.core.fingerprint import files_fingerprint, source_tree_digest
 from distill.core.io import atomic_write
 from distill.core.paths import default_cache_dir
 
@@ -48,13 +48,7 @@ def source_digest(module) -> str:
     path = Path(module.__file__)
     if not hasattr(module, "__path__"):
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    root = path.parent
-    digest = hashlib.sha256()
-    for name, file in sorted((file.relative_to(root).as_posix(), file) for file in root.rglob("*.py")):
-        content = file.read_bytes()
-        digest.update(f"{name}\n{len(content)}\n".encode())
-        digest.update(content)
-    return digest.hexdigest()[:16]
+    return source_tree_digest(path.parent)
 
 
 def load_or_build_arrays(path: Path | None, build: Callable[[], dict[str, np.ndarray]],

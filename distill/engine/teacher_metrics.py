@@ -15,7 +15,6 @@ change to the metric code is a miss).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from importlib import metadata
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from distill.core.fingerprint import fingerprint, module_fingerprint, plain_parts
+from distill.core.fingerprint import fingerprint, module_fingerprint, plain_parts, source_tree_digest
 from distill.core.io import atomic_write_json
 from distill.engine.keys import data_key_parts, memory_format
 
@@ -38,13 +37,8 @@ _PACKAGES = ("torch", "torchvision", "torchmetrics")
 
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
-    """sha256 (short) of every ``.py`` file of the distill package, by relative path and content."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(f"{path.relative_to(root).as_posix()}\n".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """Digest of every ``.py`` file of the distill package (``distill.core.fingerprint.source_tree_digest``)."""
+    return source_tree_digest(Path(__file__).resolve().parents[1])
 
 
 def _version(package: str) -> str | None:
