@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from distill.data.align import centre_crop
 from distill.data.readers.image_files import CorruptImageError, image_size, load_image
 
-__all__ = ["IN_MEMORY_AUTO_BYTES", "CentreCrop", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes",
+__all__ = ["header_errors", "IN_MEMORY_AUTO_BYTES", "CentreCrop", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes",
            "in_memory_setting", "keep_in_memory", "materialise", "readable_headers"]
 
 log = logging.getLogger(__name__)
@@ -182,20 +182,29 @@ class CentreCrop:
         return f"CentreCrop(size={self.size}, fraction={self.fraction})"
 
 
-def readable_headers(paths: Sequence[str | os.PathLike], *, strict: bool = True,
-                     where: Sequence[str] | None = None) -> np.ndarray:
-    """Which files' image headers read (``image_size``: nothing is decoded), as a bool mask: the cheap check of a
-    list before it streams. Strict: the first missing or unreadable file raises (FileNotFoundError or
-    ``CorruptImageError``) naming it and ``where[i]``, where it was listed; otherwise its entry is False."""
-    ok = np.ones(len(paths), dtype=bool)
-    for i, path in enumerate(tqdm(paths, desc="checking images", unit="image", leave=False, disable=None)):
+def header_errors(paths: Sequence[str | os.PathLike], *,
+                  desc: str = "checking images") -> Iterator[tuple[int, CorruptImageError | FileNotFoundError]]:
+    """(position, error) of each file whose image header does not read (``image_size``: nothing is decoded), in
+    order and lazily, so a strict caller stops at the first: the cheap check of a list before it is decoded or
+    streamed. Each data module reports what it yields in its own terms (a CSV line, a skip reason)."""
+    for position, path in enumerate(tqdm(paths, desc=desc, unit="image", leave=False, disable=None)):
         try:
             image_size(path)
         except (CorruptImageError, FileNotFoundError) as error:
-            if strict:
-                listed = f" (listed in {where[i]})" if where is not None else ""
-                raise type(error)(f"{error}{listed}") from error
-            ok[i] = False
+            yield position, error
+
+
+def readable_headers(paths: Sequence[str | os.PathLike], *, strict: bool = True,
+                     where: Sequence[str] | None = None) -> np.ndarray:
+    """Which files' image headers read, as a bool mask. Strict: the first missing or unreadable file raises
+    (FileNotFoundError or ``CorruptImageError``) naming it and ``where[i]``, where it was listed; otherwise its
+    entry is False."""
+    ok = np.ones(len(paths), dtype=bool)
+    for i, error in header_errors(paths):
+        if strict:
+            listed = f" (listed in {where[i]})" if where is not None else ""
+            raise type(error)(f"{error}{listed}") from error
+        ok[i] = False
     return ok
 
 

@@ -38,11 +38,11 @@ from distill.core.labels import unlabelled_count
 from distill.core.paths import default_cache_dir
 from distill.data.array_store import source_digest
 from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
-from distill.data.readers.image_files import (SKIP_CORRUPT, SKIP_MISSING, CorruptImageError, IdentityFolder,
-                                              SkipReport, image_size)
+from distill.data.readers.image_files import SKIP_CORRUPT, SKIP_MISSING, IdentityFolder, SkipReport
 from distill.data.readers.stanford_dogs import breed_name, read_split_list
 from distill.data.shards import ShardImages, is_remote, open_pack, read_pack
-from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
+from distill.data.streaming import (DecodedFiles, SkipLog, header_errors, in_memory_setting, keep_in_memory,
+                                    materialise)
 from distill.data.synthetic import dogs as synthetic_dogs
 from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
@@ -212,16 +212,14 @@ class _DecodedFolderDataModule(ArrayDataModule):
     def _readable(self, name: str, samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
         """The samples whose image header reads (a cheap check: nothing is decoded). Strict: the first bad file
         raises, naming it; otherwise bad files are left out and reported."""
-        kept = []
-        for path, label in samples:
-            try:
-                image_size(path)
-            except (CorruptImageError, FileNotFoundError):
-                if self.strict:
-                    raise
-                self._skips.add(SKIP_CORRUPT if path.is_file() else SKIP_MISSING, path)
-                continue
-            kept.append((path, label))
+        paths = [path for path, _ in samples]
+        bad = set()
+        for position, error in header_errors(paths, desc=f"{name}: checking"):
+            if self.strict:
+                raise error
+            self._skips.add(SKIP_CORRUPT if paths[position].is_file() else SKIP_MISSING, paths[position])
+            bad.add(position)
+        kept = [sample for position, sample in enumerate(samples) if position not in bad]
         if not kept:
             raise ValueError(f"{type(self).__name__}: every image of the '{name}' split failed to decode "
                              f"(first: {samples[0][0]})")

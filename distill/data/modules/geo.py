@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from distill.core.fingerprint import files_fingerprint
 from distill.core.labels import unlabelled_count
@@ -37,9 +36,10 @@ from distill.data.array_store import source_digest
 from distill.data.geo_cells import S2Partition, suggest_thresholds
 from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
 from distill.data.readers.geo_csv import GeoRows, read_geo_csv
-from distill.data.readers.image_files import CorruptImageError, image_size
+from distill.data.readers.image_files import CorruptImageError
 from distill.data.shards import ShardImages, is_remote, open_pack, read_extras
-from distill.data.streaming import DecodedFiles, SkipLog, in_memory_setting, keep_in_memory, materialise
+from distill.data.streaming import (DecodedFiles, SkipLog, header_errors, in_memory_setting, keep_in_memory,
+                                    materialise)
 from distill.data.synthetic import geo_photos
 from distill.data.synthetic.geo_photos import render_places, sample_places
 
@@ -207,19 +207,14 @@ class GeoCSVDataModule(GeoArrayDataModule):
     def _readable(self, name: str, rows: GeoRows) -> np.ndarray:
         """Positions of the rows whose image header reads (nothing is decoded); a bad one is rejected (strict) or
         skipped and reported with its line."""
-        kept = []
-        for position, (path, line) in enumerate(tqdm(zip(rows.paths, rows.lines), total=len(rows.paths),
-                                                     desc=f"{name}: checking", unit="image", leave=False,
-                                                     disable=None)):
-            try:
-                image_size(path)
-            except (CorruptImageError, FileNotFoundError) as error:
-                if self.strict:
-                    raise CorruptImageError(f"{self.csv_files[name]}:{line}: {error}") from error
-                self._skipped[name].append(f"{self.csv_files[name].name}:{line}: {error}")
-                continue
-            kept.append(position)
-        return np.asarray(kept, dtype=np.int64)
+        bad = set()
+        for position, error in header_errors(rows.paths, desc=f"{name}: checking"):
+            line = rows.lines[position]
+            if self.strict:
+                raise CorruptImageError(f"{self.csv_files[name]}:{line}: {error}") from error
+            self._skipped[name].append(f"{self.csv_files[name].name}:{line}: {error}")
+            bad.add(position)
+        return np.asarray([position for position in range(len(rows.paths)) if position not in bad], dtype=np.int64)
 
     def build_splits(self) -> dict[str, Split]:
         if self.format == "litdata":
