@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["file_sha256", "source_tree_digest", "VERIFY_MODES", "files_fingerprint", "fingerprint", "fingerprint_parts_diff", "module_fingerprint",
-           "plain_parts", "verify_mode"]
+__all__ = ["file_sha256", "source_tree_digest", "VERIFY_MODES", "files_fingerprint", "fingerprint",
+           "fingerprint_parts_diff", "module_fingerprint", "plain_parts", "verify_mode"]
 
 _DIGEST_CHARS = 16
 _HASH_CHUNK = 1 << 20

@@ -7,7 +7,6 @@ everything that determines them (settings, the generator's source, or the files'
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.core.fingerprint import files_fingerprint, source_tree_digest
+from distill.core.fingerprint import file_sha256, files_fingerprint, source_tree_digest
 from distill.core.io import atomic_write
 from distill.core.paths import default_cache_dir
 
@@ -47,7 +46,7 @@ def source_digest(module) -> str:
     """
     path = Path(module.__file__)
     if not hasattr(module, "__path__"):
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return file_sha256(path)[:16]
     return source_tree_digest(path.parent)
 
 

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from distill.data.align import centre_crop
 from distill.data.readers.image_files import CorruptImageError, image_size, load_image
 
-__all__ = ["header_errors", "IN_MEMORY_AUTO_BYTES", "CentreCrop", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes",
-           "in_memory_setting", "keep_in_memory", "materialise", "readable_headers"]
+__all__ = ["IN_MEMORY_AUTO_BYTES", "CentreCrop", "DecodedFiles", "PathTable", "SkipLog", "decoded_bytes",
+           "header_errors", "in_memory_setting", "keep_in_memory", "materialise", "readable_headers"]
 
 log = logging.getLogger(__name__)
 

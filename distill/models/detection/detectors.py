@@ -4,7 +4,8 @@
   paper's six maps at 300 px), 1x1 box predictors as in the paper's MobileNet SSD, default boxes from
   torchvision's ``DefaultBoxGenerator``.
 - Faster R-CNN without a feature pyramid: region proposals on the stride-16 map, 300 proposals kept at test
-  time (the paper's setting), the trunk's stride-32 stage applied to each 14x14 region crop as the box head.
+  time (the paper's setting), the trunk's stride-32 stage applied to each 14x14 region crop as the box head; the
+  crops are cut by ``RegionAlign`` (fast on small CPU maps).
 
 ``build_detector`` takes plain arguments only, so a detector is rebuilt from its checkpoint's spec.
 """

@@ -59,6 +59,7 @@ class RegionAlign(MultiScaleRoIAlign):
         super().__init__([featmap_name], output_size=output_size, sampling_ratio=sampling_ratio)
         self.featmap_name = featmap_name
         self.side = int(output_size)
+        # copied onto the module: TorchScript (the detector's export) reads no module-level floats
         self.max_ratio_training = float(MAX_AREA_RATIO_TRAINING)
         self.max_ratio_inference = float(MAX_AREA_RATIO_INFERENCE)
 
