@@ -89,6 +89,24 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_r
     assert other["teacher"]["source"] == "fitted"
 
 
+def test_tiny_faster_rcnn_run_distils_on_scenes_without_boxes_too(tmp_path):
+    """Faster R-CNN leaves the scenes without boxes out of its box losses and imitates its teacher on them."""
+    cfg = compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "detector=faster_rcnn",
+                                      "data.num_unlabelled=8"])
+    results = run(cfg, run_dir=tmp_path / "run")
+    assert results["data"]["unlabelled"] == 8 and results["data"]["splits"]["train"] == 12
+    assert results["student"]["detector"] == results["teacher"]["detector"] == "faster_rcnn"
+    assert set(results["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation"}
+    assert 0.0 <= results["student"]["metrics"]["map"] <= results["student"]["metrics"]["map_50"] <= 1.0
+    log = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()
+    header = log[0].split(",")
+    assert {"train/ground_truth/loss_classifier_epoch", "train/feature_imitation_epoch",
+            "train/head_imitation_epoch"} <= set(header)
+    epoch_losses = [dict(zip(header, row.split(","))) for row in log[1:]]
+    finite = [float(row["train/head_imitation_epoch"]) for row in epoch_losses if row["train/head_imitation_epoch"]]
+    assert finite and all(value == value and value >= 0 for value in finite)
+
+
 class _Interrupt(pl.Callback):
     """Raises in the middle of the first epoch, like a killed job (after a step checkpoint was written)."""
 

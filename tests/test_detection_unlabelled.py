@@ -1,6 +1,6 @@
 """Detection images without boxes for the student (``data.num_unlabelled``, ``data.unlabelled_ann_file``): they
-join the student's split only, SSD's box losses leave them out, the map imitation covers them whole, and a
-detector that would take them for background refuses them."""
+join the student's split only, the box losses of both detectors leave them out (Faster R-CNN's proposal and box
+losses run on a batch's labelled images only), and the map imitation and the head imitation cover them whole."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from PIL import Image
 
 from distill.data.modules.coco import CocoDataModule, SyntheticCocoDataModule
 from distill.data.readers.coco import load_coco
+from distill.models.detection.detectors import faster_rcnn_partly_labelled_losses
 from distill.tasks import DetectionTask
 
 SMALL = dict(num_classes=2, image_size=40, num_teacher_train=4, num_train=3, num_test=2, resolution=40, batch_size=2,
@@ -119,11 +120,103 @@ def test_an_image_info_file_gives_unlabelled_images(tmp_path):
     assert module.fingerprint() == without.fingerprint()
 
 
-def test_faster_rcnn_refuses_unlabelled_images(tmp_path):
+def _faster_rcnn_task(**options):
+    return DetectionTask({"kind": "faster_rcnn", "options": {"roi_output_size": 7, **options}})
+
+
+def _frozen_statistics(model):
+    """BatchNorm on its running statistics: the batch's other images do not move an image's output."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    return model
+
+
+def _scene(seed):
+    torch.manual_seed(seed)
+    return torch.rand(3, 64, 64)
+
+
+EMPTY = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+BOXES = [{"boxes": torch.tensor([[6.0, 8.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+         {"boxes": torch.tensor([[20.0, 10.0, 60.0, 50.0], [2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([2, 1])}]
+
+
+def test_an_image_without_boxes_adds_nothing_to_the_faster_rcnn_losses():
+    # every anchor and every proposal sampled (batches far above their counts), so no draw differs between the runs
+    task = _faster_rcnn_task(rpn_batch_size_per_image=100_000, box_batch_size_per_image=100_000)
+    student = _frozen_statistics(_student(task).train())
+    labelled = [_scene(1), _scene(2)]
+    alone = student(labelled, BOXES)
+    batch = ([labelled[0], _scene(3), labelled[1]],
+             [{**BOXES[0], "labelled": True}, {**EMPTY, "labelled": False}, {**BOXES[1], "labelled": True}])
+    joined = task.student_step(student, batch, with_losses=True).losses
+    assert set(joined) == set(alone) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    for name, value in alone.items():
+        assert value.item() > 0
+        assert joined[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-7), name
+    # the same image taken as labelled (no boxes: pure background) changes the losses: what the flag prevents
+    as_background = student([labelled[0], batch[0][1], labelled[1]], [BOXES[0], EMPTY, BOXES[1]])
+    assert as_background["loss_box_reg"].item() < 0.9 * alone["loss_box_reg"].item()  # over more regions
+
+
+def test_the_imitated_layers_see_every_image_of_a_partly_labelled_batch():
+    task = _faster_rcnn_task()
+    student = _student(task).train()
+    seen = {}
+    for name in ("backbone", "rpn.head"):
+        student.get_submodule(name).register_forward_hook(
+            lambda _module, _inputs, output, name=name: seen.__setitem__(name, output))
+    batch = ([_scene(1), _scene(2), _scene(3)],
+             [{**BOXES[0], "labelled": True}, {**EMPTY, "labelled": False}, {**BOXES[1], "labelled": True}])
+    step = task.student_step(student, batch, with_losses=True)
+    assert seen["backbone"].shape[0] == 3
+    objectness, deltas = seen["rpn.head"]
+    assert objectness[0].shape[0] == 3 and deltas[0].shape[0] == 3
+    height, width = step.context["image_size"]
+    torch.testing.assert_close(step.context["boxes"][1], torch.tensor([[0.0, 0.0, float(width), float(height)]]))
+    sum(step.losses.values()).backward()  # the box losses reach the backbone through the labelled rows
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.backbone.parameters())
+
+    unlabelled = ([_scene(4), _scene(5)], [{**EMPTY, "labelled": False}, {**EMPTY, "labelled": False}])
+    step = task.student_step(student, unlabelled, with_losses=True)
+    assert set(step.losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(value.item() == 0.0 for value in step.losses.values())
+    assert seen["backbone"].shape[0] == 2 and seen["rpn.head"][0][0].shape[0] == 2
+
+
+def test_the_no_teacher_twin_steps_over_a_batch_without_boxes():
+    from distill.engine.distillation import DistillationModule, parse_loss_terms
+
+    task = _faster_rcnn_task()
+    student = _student(task)
+    module = DistillationModule(student, None, task, parse_loss_terms({"ground_truth": {}}),
+                                optimizer=torch.optim.SGD, student_resolution=64)
+    module.train()
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    batch = ([_scene(4), _scene(5)], [{**EMPTY, "labelled": False}, {**EMPTY, "labelled": False}])
+    loss = module.training_step(batch, 0)
+    assert loss.item() == 0.0
+    loss.backward()  # nothing to learn, but the step runs
+
+
+def test_partly_labelled_losses_need_one_flag_per_image():
+    student = _student(_faster_rcnn_task()).train()
+    with pytest.raises(ValueError, match="2 images, 2 targets and 1 labelled flags"):
+        faster_rcnn_partly_labelled_losses(student, [_scene(1), _scene(2)], BOXES, [True])
+
+
+def test_both_detectors_take_unlabelled_images_but_the_box_losses_need_some_boxes(tmp_path):
     extra = SyntheticCocoDataModule(tmp_path / "cache", num_unlabelled=2, **SMALL)
-    with pytest.raises(ValueError, match="2 unlabelled images, but detector=faster_rcnn would train on them as "
-                                         "background"):
-        DetectionTask({"kind": "faster_rcnn", "options": {}}).check_ground_truth(extra)
-    _ssd_task().check_ground_truth(extra)  # SSD leaves them out of its box losses
-    DetectionTask({"kind": "faster_rcnn", "options": {}}).check_ground_truth(
-        SyntheticCocoDataModule(tmp_path / "cache", **SMALL))
+    _ssd_task().check_ground_truth(extra)
+    _faster_rcnn_task().check_ground_truth(extra)
+
+    class NoneLabelled:  # e.g. real data whose student split is all image-info images (the synthetic data refuse it)
+        def summary(self):
+            return {"splits": {"teacher_train": 4, "train": 0, "test": 2}, "unlabelled": 2}
+
+    none_labelled = NoneLabelled()
+    for task in (_ssd_task(), _faster_rcnn_task()):
+        with pytest.raises(ValueError, match=r"box losses\) needs images with boxes in the student's split, but it "
+                                             r"holds none \(only 2 without boxes\)"):
+            task.check_ground_truth(none_labelled)

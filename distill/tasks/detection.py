@@ -3,9 +3,10 @@ built around the student's or the teacher's network as its backbone, trained on 
 ``ground_truth`` term) plus imitation terms, judged by COCO box mAP@[.5:.95] ("map") and mAP@.5 ("map_50").
 
 Batches are ``(images, targets)`` lists (images of any size, any number of boxes per image). A target with
-``labelled`` False is an image the student learns from its teacher only: it has no boxes, so SSD's box losses
-leave it out (hard negatives are mined per image, three per matched anchor: none), and the map imitation covers
-the whole image instead of the object cells. Faster R-CNN would take such an image as background: refused.
+``labelled`` False is an image the student learns from its teacher only: it has no boxes, so the box losses leave
+it out (SSD mines hard negatives per image, three per matched anchor: none; Faster R-CNN, which would take it for
+background, computes its proposal and box losses on the batch's labelled images only), and the map imitation
+covers the whole image instead of the object cells.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from torchvision.models.detection.ssd import SSD
 
 from distill.metrics.detection import mean_average_precision
 from distill.models.detection.cost import detector_cost
-from distill.models.detection.detectors import DETECTOR_KINDS, build_detector
+from distill.models.detection.detectors import (
+    DETECTOR_KINDS,
+    build_detector,
+    faster_rcnn_partly_labelled_losses,
+)
 from distill.models.registry import builder_path
 from distill.models.teachers.weights import load_weights_file
-from distill.tasks.base import StudentStep, Task
+from distill.tasks.base import GROUND_TRUTH, StudentStep, Task
 
 __all__ = ["DetectionTask", "evaluate_detector", "TRUNK_OF_BUILDER"]
 
@@ -110,16 +115,18 @@ class DetectionTask(Task):
 
     def student_step(self, student: nn.Module, batch: Any, *, with_losses: bool) -> StudentStep:
         images, targets = batch[0], self._targets(batch)
+        labelled = [bool(source.get("labelled", True)) for source in batch[1]]
         if not student.training:  # the shape probe: detections only
             output, losses = student(images), {}
+        elif self.kind == "faster_rcnn" and not all(labelled):
+            output, losses = None, faster_rcnn_partly_labelled_losses(student, images, targets, labelled)
         else:
             output, losses = None, dict(student(images, targets))
         with torch.no_grad(), torch.random.fork_rng():  # the boxes in the detector's input coordinates, for
             prepared, prepared_targets = student.transform(images, [dict(t) for t in targets])  # masked imitation
         height, width = prepared.tensors.shape[-2:]
         whole = torch.tensor([[0.0, 0.0, float(width), float(height)]])  # no boxes known: imitate everywhere
-        boxes = [t["boxes"] if source.get("labelled", True) else whole
-                 for t, source in zip(prepared_targets, batch[1])]
+        boxes = [t["boxes"] if known else whole for t, known in zip(prepared_targets, labelled)]
         context = {"boxes": boxes, "image_size": (int(height), int(width))}
         return StudentStep(output, losses if with_losses else {}, context)
 
@@ -135,14 +142,12 @@ class DetectionTask(Task):
         return dict(model(batch[0], self._targets(batch)))
 
     def check_ground_truth(self, datamodule: Any) -> None:
-        """Every labelled detection image carries its boxes; images without (``data.num_unlabelled``,
-        ``data.unlabelled_ann_file``) need a detector whose box losses leave them out: SSD."""
-        datamodule.setup()
-        count = len(getattr(datamodule, "unlabelled", []))
-        if count and self.kind != "ssd":
-            raise ValueError(f"the student's split holds {count} unlabelled images, but detector={self.kind} would "
-                             f"train on them as background (no objects); use detector=ssd, or leave them out "
-                             f"(data.num_unlabelled=0 / data.unlabelled_ann_file=null)")
+        """Images without boxes (``data.num_unlabelled``, ``data.unlabelled_ann_file``) are left out of the box
+        losses by both detectors, so the box losses need some images with boxes, not boxes on every image."""
+        if not datamodule.summary()["splits"].get("train"):
+            raise ValueError(f"loss.terms.{GROUND_TRUTH} (the detector's box losses) needs images with boxes in the "
+                             f"student's split, but it holds none (only {datamodule.summary()['unlabelled']} without "
+                             f"boxes); give it some (data.num_train, data.ann_file) or remove the term")
 
     # --- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, datamodule: Any, resolution: int,

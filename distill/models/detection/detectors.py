@@ -23,6 +23,7 @@ from torchvision.models.detection.anchor_utils import (
     DefaultBoxGenerator,
 )
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
 from distill.models.detection.backbones import Trunk, build_trunk
@@ -31,7 +32,8 @@ from distill.models.mobilenet import ConvBnReLU
 from distill.models.registry import register_builder
 
 __all__ = ["DETECTOR_KINDS", "SSD_OPTIONS", "FASTER_RCNN_OPTIONS", "SSDFeatures", "SingleMapBackbone",
-           "TopBoxHead", "build_ssd", "build_faster_rcnn", "build_detector", "backbone_maps"]
+           "TopBoxHead", "build_ssd", "build_faster_rcnn", "build_detector", "backbone_maps",
+           "faster_rcnn_partly_labelled_losses"]
 
 DETECTOR_KINDS = ("ssd", "faster_rcnn")
 # Depths of SSD's extra layers (the paper's MobileNet SSD: 512, 256, 256, 128), scaled by the width multiplier.
@@ -225,3 +227,35 @@ def backbone_maps(output: torch.Tensor | dict[str, torch.Tensor]) -> list[torch.
     if isinstance(output, torch.Tensor):
         return [output]
     return list(output.values())
+
+
+def faster_rcnn_partly_labelled_losses(detector: FasterRCNN, images: list[torch.Tensor], targets: list[dict],
+                                       labelled: list[bool]) -> dict[str, torch.Tensor]:
+    """Faster R-CNN's training losses on a batch in which some images have no boxes known (``labelled`` False).
+
+    Faster R-CNN takes an image without boxes for pure background, so such images are left out of the proposal and
+    box losses, while the backbone and the proposal head still run on the whole batch: a batch's normalisation
+    statistics are the whole batch's, and forward hooks on ``backbone`` and ``rpn.head`` (what the imitation terms
+    read) see every image, the head's hook last. With no image labelled, every loss is 0.
+    """
+    if len(labelled) != len(images) or len(targets) != len(images):
+        raise ValueError(f"{len(images)} images, {len(targets)} targets and {len(labelled)} labelled flags: "
+                         f"one of each per image")
+    prepared, prepared_targets = detector.transform(images, [dict(t) for t in targets])
+    features = detector.backbone(prepared.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    keep = [index for index, known in enumerate(labelled) if known]
+    # no image with boxes: zero losses, as SSD gives such a batch, joined to the graph so a step can run on them alone
+    zero = sum(level.sum() for level in features.values()) * 0.0
+    losses = {name: zero for name in ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")}
+    if keep:
+        rows = torch.tensor(keep, device=prepared.tensors.device)
+        subset = ImageList(prepared.tensors[rows], [prepared.image_sizes[index] for index in keep])
+        subset_features = OrderedDict((name, level[rows]) for name, level in features.items())
+        subset_targets = [prepared_targets[index] for index in keep]
+        proposals, proposal_losses = detector.rpn(subset, subset_features, subset_targets)
+        _, box_losses = detector.roi_heads(subset_features, proposals, subset.image_sizes, subset_targets)
+        losses = {**box_losses, **proposal_losses}
+    detector.rpn.head(list(features.values()))  # on every image, for the head imitation
+    return losses
