@@ -144,9 +144,10 @@ class DetectionTask(Task):
     def check_ground_truth(self, datamodule: Any) -> None:
         """Images without boxes (``data.num_unlabelled``, ``data.unlabelled_ann_file``) are left out of the box
         losses by both detectors, so the box losses need some images with boxes, not boxes on every image."""
-        if not datamodule.summary()["splits"].get("train"):
+        summary = datamodule.summary()
+        if not summary["splits"].get("train"):
             raise ValueError(f"loss.terms.{GROUND_TRUTH} (the detector's box losses) needs images with boxes in the "
-                             f"student's split, but it holds none (only {datamodule.summary()['unlabelled']} without "
+                             f"student's split, but it holds none (only {summary['unlabelled']} without "
                              f"boxes); give it some (data.num_train, data.ann_file) or remove the term")
 
     # --- evaluation -------------------------------------------------------------------------------------------

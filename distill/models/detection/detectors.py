@@ -246,10 +246,10 @@ def faster_rcnn_partly_labelled_losses(detector: FasterRCNN, images: list[torch.
     if isinstance(features, torch.Tensor):
         features = OrderedDict([("0", features)])
     keep = [index for index, known in enumerate(labelled) if known]
-    # no image with boxes: zero losses, as SSD gives such a batch, joined to the graph so a step can run on them alone
-    zero = sum(level.sum() for level in features.values()) * 0.0
-    losses = {name: zero for name in ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")}
-    if keep:
+    if not keep:  # zero losses, as SSD gives such a batch, joined to the graph so a step can run on them alone
+        zero = sum(level.sum() for level in features.values()) * 0.0
+        losses = {name: zero for name in ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")}
+    else:
         rows = torch.tensor(keep, device=prepared.tensors.device)
         subset = ImageList(prepared.tensors[rows], [prepared.image_sizes[index] for index in keep])
         subset_features = OrderedDict((name, level[rows]) for name, level in features.items())
