@@ -48,7 +48,7 @@ def cache(tmp_path):
     _file(root / "teachers" / "bbb.pt", 2000, 1, now)
     _folder(root / "teacher_outputs" / "ccc-float32", {"manifest.json": 100, "output.npy": 4900}, 20, now)
     _folder(root / "teacher_outputs" / ".ddd-float16.tmp-12-abcdef01", {"output.npy": 700}, 2, now)
-    _folder(root / "teacher_outputs" / ".shards" / "eee-float32", {"rank0.pt": 300}, 0, now)
+    _folder(root / "teacher_outputs" / ".shards" / "eee-float32", {"4242-0a1b2c3d/rank0-index.npy": 300}, 0, now)
     _file(root / "faces" / "synthetic-fff.npz", 3000, 30, now)
     _folder(root / "synthetic_coco" / "ggg", {"train.json": 10, "images/0.png": 90}, 3, now)
     return root, now

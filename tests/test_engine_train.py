@@ -328,3 +328,40 @@ def test_face_alignment_runs_on_the_trainers_device(monkeypatch):
     assert trainer_device(compose_config(["recipe=facenet", "trainer=ddp"])) == "cuda:1"  # accelerator auto
     cfg = compose_config(["recipe=facenet", "data=face_folder", "data.root=/x", "data.lfw_root=/y", "data.align=true"])
     assert cfg.data.align_device is None  # left to the engine (distill/engine/build.py)
+
+
+def test_two_runs_building_the_same_teacher_outputs_at_once_both_finish(tiny_smoke_cfg, tmp_path, monkeypatch):
+    """A parallel sweep's jobs share one teacher, so they may predict its outputs at the same time. Here a second run
+    builds and publishes the cache while the first is halfway through predicting: the first must still finish, and
+    open the published cache. When both wrote to one shard folder, the run that published first removed the other's
+    shard files under it (FileNotFoundError)."""
+    from distill.engine.build import build_data_and_task, build_models
+    from distill.engine.outputs import cache_teacher_outputs
+    from distill.engine.trainers import stage_trainer
+
+    cfg = tiny_smoke_cfg("data.eval_batch_size=16")  # several batches
+    task, datamodule = build_data_and_task(cfg)
+    models = build_models(cfg, task, datamodule, tmp_path)
+    forward, calls, other = models.module.teacher_forward, [], {}
+
+    def interrupted(batch):
+        calls.append(len(batch["index"]))
+        if len(calls) == 2:  # the first run has written one batch: the other run does the whole build now
+            monkeypatch.setattr(models.module, "teacher_forward", forward)
+            other["cache"] = cache_teacher_outputs(models.module, datamodule,
+                                                   stage_trainer(cfg, tmp_path / "other", fit=False),
+                                                   models.cache_root)
+            monkeypatch.setattr(models.module, "teacher_forward", interrupted)
+        return forward(batch)
+
+    monkeypatch.setattr(models.module, "teacher_forward", interrupted)
+    cache = cache_teacher_outputs(models.module, datamodule, stage_trainer(cfg, tmp_path, fit=False),
+                                  models.cache_root)
+    monkeypatch.undo()
+    pairs = len(datamodule.dataset("train")) * datamodule.num_views
+    assert sum(calls) == pairs and len(calls) > 3  # the first run predicted every pair, around the other's build
+    assert cache.path == other["cache"].path and cache.manifest == other["cache"].manifest
+    assert not (models.cache_root / ".shards").exists() or not any((models.cache_root / ".shards").rglob("*.npy"))
+    batch = next(iter(datamodule.view_dataloader(0)))
+    for name, value in models.module.teacher_forward(batch).items():
+        assert torch.allclose(cache.get(batch["index"], batch["view"])[name], value, atol=1e-5, rtol=1e-5), name

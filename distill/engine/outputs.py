@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -125,17 +126,32 @@ class ShardWriter:
         atomic_write_json(self.folder / f"rank{self.rank}.json", {"rows": self.rows, "outputs": self.names})
 
 
+def run_token() -> str:
+    """A name no other process picks: this process's id and a random suffix."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class TeacherOutputPredictor(pl.LightningModule):
     """Wraps the distillation module's teacher forward for ``trainer.predict`` (no gradients, teacher in eval); each
-    batch's outputs go straight into this rank's ``ShardWriter`` in ``shards``, sized for the rank's share of the
-    ``num_samples`` x ``num_views`` pairs."""
+    batch's outputs go straight into this rank's ``ShardWriter``, sized for the rank's share of the
+    ``num_samples`` x ``num_views`` pairs.
 
-    def __init__(self, module, shards: str | os.PathLike, num_samples: int, num_views: int, world_size: int = 1) -> None:
+    The shards go to a folder of this run's own under ``shards_root`` (``self.shards``): two runs that build the same
+    cache at once (a parallel sweep sharing one teacher) must not write, or remove, each other's files. The ranks of
+    one run agree on the folder in ``setup``, where rank 0's name is broadcast."""
+
+    def __init__(self, module, shards_root: str | os.PathLike, num_samples: int, num_views: int,
+                 world_size: int = 1) -> None:
         super().__init__()
         self.module = module
-        self.shards = Path(shards)
+        self.shards_root = Path(shards_root)
+        self.shards = self.shards_root / run_token()
         self.num_samples, self.num_views, self.world_size = int(num_samples), int(num_views), int(world_size)
         self.writer: ShardWriter | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.world_size > 1:
+            self.shards = self.shards_root / self.trainer.strategy.broadcast(self.shards.name, src=0)
 
     def shard_writer(self) -> ShardWriter:
         """This rank's writer (made on first use: the rank is known once the predict stage runs)."""
@@ -173,16 +189,19 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
         log.info("Teacher outputs: building the cache %s (%d samples x %d views)", cache.path, len(dataset),
                  datamodule.num_views)
     world_size = max(1, int(getattr(trainer, "world_size", 1)))
-    shards = Path(cache_root) / ".shards" / cache.name
-    predictor = TeacherOutputPredictor(module, shards, len(dataset), datamodule.num_views, world_size)
+    predictor = TeacherOutputPredictor(module, Path(cache_root) / ".shards" / cache.name, len(dataset),
+                                       datamodule.num_views, world_size)
     # The loader is built lazily on each rank: trainer.predict may start the other ranks.
     trainer.predict(predictor, dataloaders=_LazyShardLoader(dataset, datamodule, trainer, world_size),
                     return_predictions=False)
+    shards = predictor.shards
     (predictor.writer or ShardWriter(shards, trainer.global_rank, 0)).finish()  # no batches: an empty shard
     trainer.strategy.barrier("teacher-output shards written")
     if trainer.is_global_zero:
         cache.open_or_build_from_batches(lambda: read_shards(shards, world_size), show_progress=progress)
         shutil.rmtree(shards, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            predictor.shards_root.rmdir()  # only when no other run is predicting into it
     trainer.strategy.barrier("teacher-output cache published")
     return _opened(cache, trainer)
 
