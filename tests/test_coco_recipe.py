@@ -25,13 +25,18 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     assert cfg.data._target_ == "distill.data.modules.coco.SyntheticCocoDataModule"
     assert cfg.detector.kind == "ssd" and cfg.task.detector.kind == "ssd"
     terms = cfg.loss.terms
-    assert set(terms) == {"ground_truth", "feature_imitation", "head_imitation"} and terms.feature_imitation.mask
-    assert terms.head_imitation.student == "head"  # SSD's box predictor
+    assert set(terms) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation"}
+    assert terms.feature_imitation.mask and terms.head_imitation.student == "head"  # SSD's box predictor
+    assert terms.box_head_imitation.weight is None  # Faster R-CNN's second stage: SSD has none
     faster = compose_config(["recipe=coco", "detector=faster_rcnn", "data.resolution=600", "loss=detection_only"])
     assert faster.detector.options.rpn_post_nms_top_n_test == 300 and faster.data.resolution == 600
     assert dict(faster.loss.terms) == {"ground_truth": {"weight": 1.0}}
     distilled_faster = compose_config(["recipe=coco", "detector=faster_rcnn"])
     assert distilled_faster.loss.terms.head_imitation.teacher == "rpn.head"
+    assert distilled_faster.loss.terms.box_head_imitation.weight is None  # off: measured in recipes/coco/README.md
+    with_box_head = compose_config(["recipe=coco", "detector=faster_rcnn", "detector.box_head_imitation_weight=0.25"])
+    assert with_box_head.loss.terms.box_head_imitation.weight == 0.25
+    assert with_box_head.loss.terms.box_head_imitation.student == "roi_heads.box_predictor"
     # each detector's own imitation weight (measured per detector in recipes/coco/README.md)
     assert distilled_faster.loss.terms.feature_imitation.weight == 15.0 and terms.feature_imitation.weight == 3.0
     assert distilled_faster.detector.options.roi_output_size == 7  # CPU-sized crops by default
@@ -90,21 +95,23 @@ def test_tiny_coco_run_writes_map_cost_and_a_loadable_exportable_detector(tiny_r
 
 
 def test_tiny_faster_rcnn_run_distils_on_scenes_without_boxes_too(tmp_path):
-    """Faster R-CNN leaves the scenes without boxes out of its box losses and imitates its teacher on them."""
+    """Faster R-CNN leaves the scenes without boxes out of its box losses and imitates its teacher on them; the
+    box-head imitation (turned on here) runs on the labelled scenes' regions."""
     cfg = compose_config(TINY_COCO + [f"cache.dir={tmp_path / 'cache'}", "detector=faster_rcnn",
-                                      "data.num_unlabelled=8"])
+                                      "data.num_unlabelled=8", "detector.box_head_imitation_weight=0.5"])
     results = run(cfg, run_dir=tmp_path / "run")
     assert results["data"]["unlabelled"] == 8 and results["data"]["splits"]["train"] == 12
     assert results["student"]["detector"] == results["teacher"]["detector"] == "faster_rcnn"
-    assert set(results["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation"}
+    assert set(results["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation"}
     assert 0.0 <= results["student"]["metrics"]["map"] <= results["student"]["metrics"]["map_50"] <= 1.0
     log = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()
     header = log[0].split(",")
     assert {"train/ground_truth/loss_classifier_epoch", "train/feature_imitation_epoch",
-            "train/head_imitation_epoch"} <= set(header)
+            "train/head_imitation_epoch", "train/box_head_imitation_epoch"} <= set(header)
     epoch_losses = [dict(zip(header, row.split(","))) for row in log[1:]]
-    finite = [float(row["train/head_imitation_epoch"]) for row in epoch_losses if row["train/head_imitation_epoch"]]
-    assert finite and all(value == value and value >= 0 for value in finite)
+    for term in ("head_imitation", "box_head_imitation"):
+        finite = [float(row[f"train/{term}_epoch"]) for row in epoch_losses if row[f"train/{term}_epoch"]]
+        assert finite and all(value == value and value > 0 for value in finite), term
 
 
 class _Interrupt(pl.Callback):

@@ -304,3 +304,36 @@ def test_detector_files_of_the_previous_format_still_load(tmp_path):
     with pytest.raises(ValueError, match=r"newer.ckpt is not a distill student checkpoint.*detector checkpoint of "
                                          r"version 2; this distill reads version 1"):
         load_student(tmp_path / "newer.ckpt")
+
+
+def test_evaluation_runs_nhwc_on_a_cpu_and_gives_the_weights_back_as_they_were():
+    """``evaluate_detector`` converts the conv weights and the backbone's input to NHWC on a CPU (faster there,
+    benchmarks/detector_eval.py) and restores the layout; the detections are those of the NCHW detector."""
+    from distill.core.fingerprint import memory_format
+    from distill.tasks.detection import nhwc_on_cpu
+
+    torch.manual_seed(0)
+    detector = build_detector("faster_rcnn", backbone="mobilenet_v1", num_classes=2, size=64,
+                              backbone_kwargs={"width_multiplier": 0.25}, options=FAST_RCNN).eval()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    seen = []
+    with torch.no_grad():
+        plain = detector(images)
+        with nhwc_on_cpu(detector) as converted:
+            assert converted is detector and memory_format(detector) == "channels_last"
+            handle = detector.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))  # after
+            nhwc = detector(images)
+            handle.remove()
+    assert memory_format(detector) == "contiguous"
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    for one, other in zip(plain, nhwc):
+        torch.testing.assert_close(one["boxes"], other["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(one["scores"], other["scores"], atol=1e-4, rtol=1e-4)
+    # weights already NHWC (channels_last=true) stay so, and so does a GPU's detector
+    detector.to(memory_format=torch.channels_last)
+    with nhwc_on_cpu(detector):
+        pass
+    assert memory_format(detector) == "channels_last"
+    detector.to(memory_format=torch.contiguous_format)
+    with nhwc_on_cpu(detector, "cuda"):
+        assert memory_format(detector) == "contiguous"

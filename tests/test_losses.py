@@ -14,6 +14,7 @@ from distill.losses import (
     DISTLoss,
     DKDLoss,
     EmbeddingMSELoss,
+    BoxHeadImitationLoss,
     FeatureImitationLoss,
     HeadImitationLoss,
     FitNetLoss,
@@ -41,11 +42,12 @@ EXPECTED_CLASSES = {
     "spkd": SPKDLoss,
     "feature_imitation": FeatureImitationLoss,
     "head_imitation": HeadImitationLoss,
+    "box_head_imitation": BoxHeadImitationLoss,
 }
 
 # The losses that compare tensors of one kind; the detection losses take a detector's structured outputs and are
 # tested in test_detection.py.
-TENSOR_LOSSES = sorted(set(EXPECTED_CLASSES) - {"feature_imitation", "head_imitation"})
+TENSOR_LOSSES = sorted(set(EXPECTED_CLASSES) - {"feature_imitation", "head_imitation", "box_head_imitation"})
 
 S_LOGITS = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
 T_LOGITS = [[3.0, 1.0, 0.0], [1.0, 1.5, -0.5]]

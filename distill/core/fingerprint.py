@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["file_sha256", "source_tree_digest", "VERIFY_MODES", "files_fingerprint", "fingerprint",
-           "fingerprint_parts_diff", "module_fingerprint", "plain_parts", "verify_mode"]
+           "fingerprint_parts_diff", "memory_format", "module_fingerprint", "plain_parts", "verify_mode"]
 
 _DIGEST_CHARS = 16
 _HASH_CHUNK = 1 << 20
@@ -179,3 +179,13 @@ def _normalised(value):
     if isinstance(value, Mapping):
         return {key: _normalised(item) for key, item in value.items()}
     return value
+
+
+def memory_format(module: nn.Module) -> str:
+    """``"channels_last"`` when the module's 4-D weights are stored NHWC (``model.to(memory_format=...)``), else
+    ``"contiguous"``: the layout changes the float summation order, hence a fitted teacher and its outputs."""
+    for parameter in module.parameters():
+        if parameter.dim() == 4 and not parameter.is_contiguous() and parameter.is_contiguous(
+                memory_format=torch.channels_last):
+            return "channels_last"
+    return "contiguous"

@@ -119,9 +119,10 @@ class DistillationModule(TrainingModule):
         with torch.no_grad():
             was_training = self.student.training
             self.student.eval()
-            student_out = self._student_features_of(self.task.student_step(self.student, probe, with_losses=False))
+            step = self.task.student_step(self.student, probe, with_losses=False)
+            student_out = self._student_features_of(step)
             self.student.train(was_training)
-            teacher_out = self.teacher_forward(probe)
+            teacher_out = self.teacher_forward(probe, step.context)
         adapters = {}
         for spec in self.specs:
             loss_fn = self.losses[spec.id]
@@ -154,18 +155,22 @@ class DistillationModule(TrainingModule):
         return features
 
     @torch.no_grad()
-    def teacher_forward(self, batch: Any) -> dict[str, Any]:
-        """The teacher outputs the loss terms need, by layer name (what the cache stores)."""
-        output = self.task.teacher_forward(self.teacher, batch)
+    def teacher_forward(self, batch: Any, context: dict | None = None) -> dict[str, Any]:
+        """The teacher outputs the loss terms need, by layer name (what the cache stores). ``context`` is the
+        student step's, handed to a task whose teacher reads it (``Task.teacher_reads_context``: the detector's
+        regions); a layer that did not run on this batch is None."""
+        self._teacher_features.features.clear()  # never a layer's output of an earlier batch
+        extra = (context,) if self.task.teacher_reads_context else ()
+        output = self.task.teacher_forward(self.teacher, batch, *extra)
         features = dict(self._teacher_features.features)
         features[OUTPUT] = output
-        return {name: features[name] for name in self.teacher_layers}
+        return {name: features.get(name) for name in self.teacher_layers}
 
-    def teacher_outputs(self, batch: Any) -> dict[str, Any]:
+    def teacher_outputs(self, batch: Any, context: dict | None = None) -> dict[str, Any]:
         if self.teacher_cache is not None:
             cached = self.teacher_cache.get(batch["index"].cpu(), batch["view"].cpu())
             return {name: cached[name].to(self.device) for name in self.teacher_layers}
-        return self.teacher_forward(batch)
+        return self.teacher_forward(batch, context)
 
     # --- training -----------------------------------------------------------------------------------------------
     def batch_size(self, batch: Any) -> int:
@@ -177,13 +182,21 @@ class DistillationModule(TrainingModule):
         return weights
 
     def compute_losses(self, batch: Any) -> dict[str, torch.Tensor]:
+        self._student_features.features.clear()  # never a layer's output of an earlier batch
         step = self.task.student_step(self.student, batch, with_losses=self.ground_truth_weight > 0)
         student = self._student_features_of(step)
-        teacher = self.teacher_outputs(batch) if self.specs else {}
+        teacher = self.teacher_outputs(batch, step.context) if self.specs else {}
         losses = {}
         for spec in self.specs:
             loss_fn = self.losses[spec.id]
-            student_feature, teacher_feature = student[spec.student], teacher[spec.teacher]
+            student_feature, teacher_feature = student.get(spec.student), teacher[spec.teacher]
+            if student_feature is None or teacher_feature is None:
+                if loss_fn.optional_per_batch:  # e.g. a detector's box head, which runs on labelled images only
+                    continue
+                missing = "student" if student_feature is None else "teacher"
+                raise RuntimeError(f"loss term {spec.id}: the {missing}'s layer "
+                                   f"{spec.student if missing == 'student' else spec.teacher!r} did not run on this "
+                                   f"batch")
             if not loss_fn.structured:
                 student_feature, teacher_feature = first_tensor(student_feature), first_tensor(teacher_feature)
             extra = {}

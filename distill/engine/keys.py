@@ -16,10 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from distill.core.fingerprint import fingerprint_parts_diff, module_fingerprint, plain_parts
+from distill.core.fingerprint import fingerprint_parts_diff, memory_format, module_fingerprint, plain_parts
 from distill.core.io import atomic_write
 from distill.engine.cache.manifest import MANIFEST_NAME
 
@@ -56,16 +53,6 @@ def data_key_parts(datamodule: Any) -> dict[str, Any]:
     if callable(key_parts):
         return dict(key_parts())
     return {"fingerprint": datamodule.fingerprint()}
-
-
-def memory_format(module: nn.Module) -> str:
-    """``"channels_last"`` when the module's 4-D weights are stored NHWC (``model.to(memory_format=...)``), else
-    ``"contiguous"``: the layout changes the float summation order, hence a fitted teacher and its outputs."""
-    for parameter in module.parameters():
-        if parameter.dim() == 4 and not parameter.is_contiguous() and parameter.is_contiguous(
-                memory_format=torch.channels_last):
-            return "channels_last"
-    return "contiguous"
 
 
 def teacher_data_key_parts(datamodule: Any) -> dict[str, Any]:

@@ -20,6 +20,15 @@ __all__ = ["save_outputs"]
 log = logging.getLogger(__name__)
 
 
+def active_terms(terms: Any) -> Any:
+    """``loss.terms`` without the terms switched off (``weight: null``, e.g. a detector's term the other detector
+    has no layer for): the terms the run trained on. The whole configuration is kept under ``config``."""
+    if not isinstance(terms, dict):
+        return terms
+    return {name: term for name, term in terms.items()
+            if not (isinstance(term, dict) and "weight" in term and term["weight"] is None)}
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
@@ -58,7 +67,7 @@ def save_outputs(cfg: DictConfig, run_dir: Path, task: Task, datamodule: Any, mo
         "compressed": list(compressed or []),
         "primary_metric": task.primary_metric,
         "data": datamodule.summary(),
-        "loss_terms": OmegaConf.to_container(cfg.loss.terms, resolve=True),
+        "loss_terms": active_terms(OmegaConf.to_container(cfg.loss.terms, resolve=True)),
         **({"artifacts": artifacts} if artifacts else {}),
         "student_checkpoint": str(checkpoint_path),
         "wall_time_s": round(time.time() - started, 2),

@@ -1,7 +1,7 @@
 """Distillation losses, each an ``nn.Module`` named after its paper, and the registry that maps
 config names to them (``create_loss("kd", temperature=4.0)``)."""
 
-from distill.losses.detection import FeatureImitationLoss, HeadImitationLoss
+from distill.losses.detection import BoxHeadImitationLoss, FeatureImitationLoss, HeadImitationLoss
 from distill.losses.embedding import CosineEmbeddingLoss, EmbeddingMSELoss
 from distill.losses.features import AttentionTransferLoss, FitNetLoss
 from distill.losses.logits import DISTLoss, DKDLoss, KDLoss, MultiLabelKDLoss
@@ -27,4 +27,5 @@ __all__ = [
     "SPKDLoss",
     "FeatureImitationLoss",
     "HeadImitationLoss",
+    "BoxHeadImitationLoss",
 ]

@@ -9,6 +9,11 @@ Registered as the loss terms ``feature_imitation`` (student/teacher layer: the d
 - ``ssd_head_imitation`` / ``rpn_head_imitation`` (Chen et al. 2017's soft targets): on the anchors both detectors
   share, the student's class distribution is pulled to the teacher's (KL divergence at a temperature; RPN: binary
   objectness), and its box offsets to the teacher's, weighted by how sure the teacher is that an object is there.
+- ``box_head_imitation`` (Chen et al. 2017's soft targets for the second stage; term ``box_head_imitation``, layer
+  ``roi_heads.box_predictor``): Faster R-CNN's box head scores regions, not anchors, so the teacher's box head is
+  run on the regions the student sampled this step (the detection task hands them over); the student's class
+  distribution on each region is pulled to the teacher's, and its per-class box offsets to the teacher's, weighted
+  by the teacher's probability of that class.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from torch import nn
 
 from distill.losses.registry import DistillationLoss, register_loss
 
-__all__ = ["object_mask", "FeatureImitation", "ssd_head_imitation", "rpn_head_imitation", "FeatureImitationLoss",
-           "HeadImitationLoss", "feature_maps"]
+__all__ = ["object_mask", "FeatureImitation", "ssd_head_imitation", "rpn_head_imitation", "box_head_imitation",
+           "FeatureImitationLoss", "HeadImitationLoss", "BoxHeadImitationLoss", "feature_maps"]
 
 
 def feature_maps(output) -> list[torch.Tensor]:
@@ -133,6 +138,26 @@ def rpn_head_imitation(student: tuple[list[torch.Tensor], list[torch.Tensor]],
     return torch.stack(losses).mean()
 
 
+def box_head_imitation(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor],
+                       temperature: float = 1.0) -> torch.Tensor:
+    """Box head outputs on the same R regions, (class logits (R, C), per-class box offsets (R, 4C)): KD on every
+    region's class distribution (mean over the regions) plus the offsets of each object class, weighted by the
+    teacher's probability of that class and normalised by the weights' sum."""
+    s_logits, s_box = student
+    t_logits, t_box = (value.detach() for value in teacher)
+    _check_same_anchors(s_logits, t_logits, "region class logits")
+    _check_same_anchors(s_box, t_box, "region box offsets")
+    if not len(s_logits):
+        return s_logits.sum() * 0.0
+    t_prob = F.softmax(t_logits / temperature, dim=-1)
+    kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+    regions, classes = t_logits.shape
+    weight = F.softmax(t_logits, dim=-1)[:, 1:]  # class 0 is the background: it has no box
+    s_box = s_box.reshape(regions, classes, 4)[:, 1:]
+    t_box = t_box.reshape(regions, classes, 4)[:, 1:]
+    return kd.mean() * temperature ** 2 + _weighted_box_loss(s_box, t_box, weight)
+
+
 @register_loss("feature_imitation")
 class FeatureImitationLoss(DistillationLoss):
     """FitNet-style imitation of every backbone map (one 1x1 adapter per level), optionally masked to the objects.
@@ -185,3 +210,26 @@ class HeadImitationLoss(DistillationLoss):
         raise ValueError("head_imitation compares an SSD head's {'cls_logits', 'bbox_regression'} or an RPN head's "
                          f"(objectness, deltas); got a {type(student).__name__} - point the term's student/teacher "
                          "at the detector's head layer ('head' for SSD, 'rpn.head' for Faster R-CNN)")
+
+
+@register_loss("box_head_imitation")
+class BoxHeadImitationLoss(DistillationLoss):
+    """Soft targets of a Faster R-CNN teacher's box head on the regions its student sampled (``box_head_imitation``);
+    layer ``roi_heads.box_predictor`` of both detectors."""
+
+    kind = "features"
+    same_shape = False
+    structured = True
+    optional_per_batch = True  # the box head runs on labelled images only: a batch without one has no regions
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = self._check_hyperparameter("temperature", temperature)
+
+    def forward(self, student, teacher) -> torch.Tensor:
+        if not (isinstance(student, (tuple, list)) and len(student) == 2 and isinstance(teacher, (tuple, list))
+                and len(teacher) == 2):
+            raise ValueError("box_head_imitation compares a Faster R-CNN box predictor's (class logits, box offsets) "
+                             f"on the same regions; got a {type(student).__name__} - point the term's student/teacher "
+                             "at 'roi_heads.box_predictor' (Faster R-CNN only)")
+        return box_head_imitation(student, teacher, self.temperature)

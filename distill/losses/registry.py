@@ -28,7 +28,10 @@ class DistillationLoss(nn.Module):
     - ``uses_context``: ``True`` when ``forward`` also accepts ``context=`` (what the task knows about the batch, e.g.
       the boxes and the input size of a detection batch);
     - ``structured``: ``True`` when the loss takes a layer's whole output (a dict or tuple of tensors, e.g. a detector's
-      head) rather than its first tensor.
+      head) rather than its first tensor;
+    - ``optional_per_batch``: ``True`` when its layer may not run on some batches (a Faster R-CNN's box head on a
+      batch without a labelled image): the term is then left out of that batch's loss, where any other term's
+      missing layer is an error.
 
     A loss that owns learnable parts sized by the features (per-level adapters) builds them in ``setup``, which the
     engine calls once with probe features before training.
@@ -40,6 +43,7 @@ class DistillationLoss(nn.Module):
     always_adapt: bool = False
     uses_context: bool = False
     structured: bool = False
+    optional_per_batch: bool = False
 
     def setup(self, student_feature, teacher_feature) -> None:
         """Called once with probe features of both models before the optimizer is built; nothing by default."""

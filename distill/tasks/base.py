@@ -106,6 +106,9 @@ class Task:
     primary_metric = ""
     # Teacher outputs are a deterministic function of (sample, augmentation view): computed once, then read back.
     caches_teacher_outputs = True
+    # The teacher's forward runs on the batch alone; True: it also takes the student step's context
+    # (``teacher_forward(teacher, batch, context)``), e.g. to run part of the teacher on what the student chose.
+    teacher_reads_context = False
     # The student maps an image batch to one tensor: it can be int8-quantised and pruned (the compress stage).
     compressible = True
 
