@@ -24,24 +24,12 @@ from omegaconf import OmegaConf
 
 from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.tasks import DetectionTask
+from detector_step import batch as detector_batch  # the same fixed batch as the detector's own step (this folder)
 
 RECIPE_TERMS = {"ground_truth": {"weight": 1.0},
                 "feature_imitation": {"weight": 15.0, "student": "backbone", "teacher": "backbone", "mask": True},
                 "head_imitation": {"student": "rpn.head", "teacher": "rpn.head"}}
 BOX_HEAD = {"box_head_imitation": {"student": "roi_heads.box_predictor", "teacher": "roi_heads.box_predictor"}}
-
-
-def scenes(size: int, count: int) -> tuple[list[torch.Tensor], list[dict]]:
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, size, size, generator=generator) for _ in range(count)]
-    targets = []
-    for _ in range(count):
-        boxes = int(torch.randint(1, 5, (1,), generator=generator))
-        corner = torch.rand(boxes, 2, generator=generator) * size * 0.6
-        side = (0.15 + 0.3 * torch.rand(boxes, 2, generator=generator)) * size
-        targets.append({"boxes": torch.cat([corner, (corner + side).clamp(max=size)], 1),
-                        "labels": torch.randint(1, 5, (boxes,), generator=generator)})
-    return images, targets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
                                     student_resolution=args.resolution)
         module.log = lambda *_args, **_kwargs: None  # no Trainer attached
         modules[label] = module.train()
-    batch = scenes(args.resolution, 8)
+    batch = detector_batch(args.resolution, 8)
 
     def step(module: DistillationModule) -> float:
         started = time.perf_counter()
