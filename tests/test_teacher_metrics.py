@@ -53,6 +53,34 @@ def test_the_key_follows_weights_settings_data_and_device(tmp_path):
                                 CPU) is None
 
 
+def test_a_detection_twin_that_changes_only_the_students_side_reads_the_same_metrics(tmp_path):
+    """The coco recipe's twins (labels only, another schedule, scenes without boxes) score the same teacher on the
+    same test scenes: the synthetic scenes' test split and the detector's options key the metrics, not the student's
+    data, schedule or imitation weights."""
+    from distill.data.modules.coco import SyntheticCocoDataModule
+    from distill.tasks import DetectionTask
+
+    cfg, teacher, info, _ = _setting(tmp_path)
+
+    def path(options=None, task_cfg=None, **data):
+        settings = dict(cache_dir=tmp_path / "cache", num_teacher_train=8, num_train=4, num_test=4, seed=0)
+        task = DetectionTask({"kind": "faster_rcnn", "options": options or {"rpn_post_nms_top_n_test": 300},
+                              "student_epochs": 10})
+        changed = OmegaConf.merge(cfg, {"task": task_cfg or {"detector": {"student_epochs": 10}}})
+        return teacher_metrics_path(changed, teacher, info, SyntheticCocoDataModule(**{**settings, **data}), 8, CPU,
+                                    task=task)
+
+    base = path()
+    assert path(num_train=6) == path(num_unlabelled=5) == path(batch_size=4) == base  # the student's data
+    assert path(task_cfg={"detector": {"student_epochs": 20, "box_head_imitation_weight": 0.5}}) == base
+    assert path(num_teacher_train=9) == base  # the teacher's own split: its weights (keyed) tell
+    others = [path(num_test=5), path(seed=1), path(eval_batch_size=8), path(image_size=96),
+              path(options={"rpn_post_nms_top_n_test": 100})]
+    assert base not in others and len(set(others)) == len(others)
+    assert SyntheticCocoDataModule(tmp_path / "cache", flip=False).test_key_parts() == \
+        SyntheticCocoDataModule(tmp_path / "cache").test_key_parts()  # test scenes are never flipped
+
+
 def test_kept_metrics_round_trip_and_a_broken_file_is_a_miss(tmp_path, caplog):
     path = tmp_path / "teachers" / "abc123.metrics-0f.json"
     assert load_teacher_metrics(path) is None and load_teacher_metrics(None) is None

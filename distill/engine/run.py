@@ -63,7 +63,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None,
         return {}
     # 4. evaluation of teacher and student, on the Trainer's device, once (a cached teacher's metrics are read back)
     device = trainer.strategy.root_device
-    kept = teacher_metrics_path(cfg, module.teacher, models.teacher_info, datamodule, models.teacher_resolution, device)
+    kept = teacher_metrics_path(cfg, module.teacher, models.teacher_info, datamodule, models.teacher_resolution, device,
+                                task=task)
     known = load_teacher_metrics(kept)
     metrics = evaluate_models(task, datamodule, {"teacher": (module.teacher, models.teacher_resolution),
                                                  "student": (module.student, models.student_resolution)},

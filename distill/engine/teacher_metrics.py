@@ -6,8 +6,9 @@ image: more than a minute on 2 CPU cores). The file is ``<cache>/teachers/<teach
 ``python -m distill.cache`` lists and prunes it with its teacher.
 
 The key holds everything that shapes the metrics: the teacher's weights, the task's and the teacher's settings (a
-detector's test-time options live in the task's), the whole data key and data settings (the test split's files,
-the evaluation batch size), the Trainer's precision, the teacher's resolution, the device type and memory format
+detector's test-time options live in the task's; a task with ``evaluation_key_parts`` gives only those), the whole
+data key and data settings (the test split's files, the evaluation batch size; a data module with
+``test_key_parts`` gives only what shapes its test split), the Trainer's precision, the teacher's resolution, the device type and memory format
 it runs in, the versions of torch, torchvision and torchmetrics, and a digest of the distill package's source (a
 change to the metric code is a miss).
 """
@@ -49,17 +50,26 @@ def _version(package: str) -> str | None:
 
 
 def teacher_metrics_path(cfg: DictConfig, teacher: torch.nn.Module, teacher_info: dict[str, Any], datamodule: Any,
-                         resolution: int, device: torch.device) -> Path | None:
+                         resolution: int, device: torch.device, task: Any = None) -> Path | None:
     """Where this teacher's metrics on this test split are kept; None when they are not cached (``cache.enabled``
-    false, or a teacher from a weights file: only a fitted, cached teacher has a place to keep them)."""
+    false, or a teacher from a weights file: only a fitted, cached teacher has a place to keep them).
+
+    A data module with ``test_key_parts()`` (what shapes its test split's batches) is keyed by those instead of its
+    whole key and settings, and a task with ``evaluation_key_parts()`` (what shapes its evaluation) by those instead
+    of its settings: then a run that changes only the student's data or schedule (a labels-only twin, scenes
+    without boxes) reads the teacher's metrics back."""
     path, key = teacher_info.get("path"), teacher_info.get("key")
     if not cfg.cache.get("enabled", True) or teacher_info.get("source") not in ("fitted", "cache") or not path \
             or not key:
         return None
+    test_parts = getattr(datamodule, "test_key_parts", None)
+    data = {"data": test_parts()} if callable(test_parts) else {
+        "data": data_key_parts(datamodule), "data_cfg": OmegaConf.to_container(cfg.data, resolve=True)}
+    evaluation_parts = getattr(task, "evaluation_key_parts", None)
+    task_parts = evaluation_parts() if callable(evaluation_parts) else OmegaConf.to_container(cfg.task, resolve=True)
     parts = plain_parts(
-        teacher=module_fingerprint(teacher), task=OmegaConf.to_container(cfg.task, resolve=True),
-        teacher_cfg=OmegaConf.to_container(cfg.teacher, resolve=True), data=data_key_parts(datamodule),
-        data_cfg=OmegaConf.to_container(cfg.data, resolve=True),
+        teacher=module_fingerprint(teacher), task=task_parts,
+        teacher_cfg=OmegaConf.to_container(cfg.teacher, resolve=True), **data,
         precision=OmegaConf.select(cfg, "trainer.precision", default=None),
         resolution=int(resolution), device=torch.device(device).type, memory_format=memory_format(teacher),
         versions={package: _version(package) for package in _PACKAGES}, code=source_digest())

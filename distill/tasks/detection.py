@@ -165,6 +165,11 @@ class DetectionTask(Task):
             load_weights_file(detector, Path(str(extra["weights"])))
         return detector, builder_path(build_detector), kwargs
 
+    def evaluation_key_parts(self) -> dict[str, Any]:
+        """What shapes a detector's evaluation: its kind and options (the test-time proposals, score threshold and
+        detections per image among them), not the student's schedule, data or imitation weights."""
+        return {"kind": self.kind, "options": self.options}
+
     # --- one batch --------------------------------------------------------------------------------------------
     def batch_size(self, batch: Any) -> int:
         return len(batch[0])

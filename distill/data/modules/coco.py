@@ -272,3 +272,9 @@ class SyntheticCocoDataModule(CocoDataModule):
         """Each split's scenes come from their own random streams: the student's and test splits leave the
         teacher's as they are, so changing them reuses a fitted teacher."""
         return teacher_split_parts(self.key_parts(), sizes_key="counts")
+
+    def test_key_parts(self) -> dict[str, Any]:
+        """What shapes the test split's batches: its scenes (from their own random stream, whatever the other splits
+        hold), the detectors' input size and the evaluation batch size; test images are never flipped."""
+        return {**teacher_split_parts(self.key_parts(), sizes_key="counts", keep=("test",), drop=("flip",)),
+                "resolution": self.resolution, "eval_batch_size": self.eval_batch_size}
