@@ -365,3 +365,23 @@ def test_two_runs_building_the_same_teacher_outputs_at_once_both_finish(tiny_smo
     batch = next(iter(datamodule.view_dataloader(0)))
     for name, value in models.module.teacher_forward(batch).items():
         assert torch.allclose(cache.get(batch["index"], batch["view"])[name], value, atol=1e-5, rtol=1e-5), name
+
+
+def test_caching_a_teacher_layer_that_did_not_run_names_the_layer_and_its_term(tiny_smoke_cfg, tmp_path,
+                                                                              monkeypatch):
+    """The cache holds one output per image, so a teacher layer that skipped a batch cannot fill it: the run stops,
+    naming the layer and the loss term, rather than failing inside the shard writer."""
+    from distill.engine.build import build_data_and_task, build_models
+    from distill.engine.outputs import cache_teacher_outputs
+    from distill.engine.trainers import stage_trainer
+
+    cfg = tiny_smoke_cfg()
+    task, datamodule = build_data_and_task(cfg)
+    models = build_models(cfg, task, datamodule, tmp_path)
+    forward = models.module.teacher_forward
+    layer, term = models.module.specs[0].teacher, models.module.specs[0].id
+    monkeypatch.setattr(models.module, "teacher_forward",
+                        lambda batch: {**forward(batch), layer: None})
+    with pytest.raises(RuntimeError, match=rf"layer\(s\) \['{layer}'\] \(loss terms \['{term}'\]\) did not run"):
+        cache_teacher_outputs(models.module, datamodule, stage_trainer(cfg, tmp_path, fit=False), models.cache_root)
+    assert not any((models.cache_root).rglob("manifest*"))  # nothing published

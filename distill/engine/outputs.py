@@ -164,6 +164,12 @@ class TeacherOutputPredictor(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.module.teacher.eval()
         outputs = self.module.teacher_forward(batch)
+        missing = [name for name, value in outputs.items() if value is None]
+        if missing:  # a cache holds one output per image: a layer that runs on some batches only cannot fill it
+            terms = [spec.id for spec in self.module.specs if spec.teacher in missing]
+            raise RuntimeError(f"caching the teacher's outputs: its layer(s) {missing} (loss terms {terms}) did not "
+                               f"run on batch {batch_idx}; a term whose teacher layer does not run on every batch "
+                               f"needs cache.enabled=false")
         self.shard_writer().add(batch["index"], batch["view"],
                                 {name: first_tensor(value) for name, value in outputs.items()})
 

@@ -8,9 +8,9 @@ image: more than a minute on 2 CPU cores). The file is ``<cache>/teachers/<teach
 The key holds everything that shapes the metrics: the teacher's weights, the task's and the teacher's settings (a
 detector's test-time options live in the task's; a task with ``evaluation_key_parts`` gives only those), the whole
 data key and data settings (the test split's files, the evaluation batch size; a data module with
-``test_key_parts`` gives only what shapes its test split), the Trainer's precision, the teacher's resolution, the device type and memory format
-it runs in, the versions of torch, torchvision and torchmetrics, and a digest of the distill package's source (a
-change to the metric code is a miss).
+``test_key_parts`` gives only what shapes its test split), the Trainer's precision, the teacher's resolution, the
+device type and memory format it runs in, the versions of torch, torchvision and torchmetrics, and a digest of the
+distill package's source (a change to the metric code is a miss).
 """
 
 from __future__ import annotations

@@ -94,6 +94,12 @@ def _weighted_box_loss(student: torch.Tensor, teacher: torch.Tensor, weight: tor
     return (per_anchor * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
+def _class_kl(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence from the teacher's class distribution to the student's at a temperature, per row (last dim)."""
+    t_prob = F.softmax(t_logits / temperature, dim=-1)
+    return (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+
+
 def _check_normalize(normalize: str) -> str:
     if normalize not in ("objects", "anchors"):
         raise ValueError(f"head_imitation normalize={normalize!r}: expected 'objects' (the KD's sum over the anchors "
@@ -111,8 +117,7 @@ def ssd_head_imitation(student: dict[str, torch.Tensor], teacher: dict[str, torc
     are not drowned by thousands of background ones."""
     s_logits, t_logits = student["cls_logits"], teacher["cls_logits"].detach()
     _check_same_anchors(s_logits, t_logits, "class logits")
-    t_prob = F.softmax(t_logits / temperature, dim=-1)
-    kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+    kd = _class_kl(s_logits, t_logits, temperature)
     foreground = 1.0 - F.softmax(t_logits, dim=-1)[..., 0]
     box = _weighted_box_loss(student["bbox_regression"], teacher["bbox_regression"].detach(), foreground)
     if _check_normalize(normalize) == "objects":
@@ -149,8 +154,7 @@ def box_head_imitation(student: tuple[torch.Tensor, torch.Tensor], teacher: tupl
     _check_same_anchors(s_box, t_box, "region box offsets")
     if not len(s_logits):
         return s_logits.sum() * 0.0
-    t_prob = F.softmax(t_logits / temperature, dim=-1)
-    kd = (t_prob * (torch.log(t_prob.clamp_min(1e-12)) - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+    kd = _class_kl(s_logits, t_logits, temperature)
     regions, classes = t_logits.shape
     weight = F.softmax(t_logits, dim=-1)[:, 1:]  # class 0 is the background: it has no box
     s_box = s_box.reshape(regions, classes, 4)[:, 1:]
