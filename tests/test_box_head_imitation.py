@@ -114,6 +114,29 @@ def test_the_teacher_runs_its_box_head_on_the_regions_the_student_sampled():
     assert student.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("terms, runs", [
+    ({"feature_imitation": {"student": "backbone", "teacher": "backbone", "mask": True},
+      "head_imitation": {"student": "rpn.head", "teacher": "rpn.head"}}, False),  # the recipe's default terms
+    ({"box_head_imitation": {"student": LAYER, "teacher": LAYER}}, True),
+    ({"box_features": {"name": "fitnet", "student": "roi_heads.box_head", "teacher": "roi_heads.box_head"}}, True),
+])
+def test_the_teacher_runs_its_box_head_only_for_a_term_on_it(terms, runs):
+    """Without a term on the teacher's ``roi_heads`` its box head (most of a teacher forward) is not run at all."""
+    task = _task()
+    student = _frozen_statistics(_student(task))
+    teacher = copy.deepcopy(student).eval()
+    module = DistillationModule(student, teacher, task, parse_loss_terms({"ground_truth": {"weight": 1.0}, **terms}),
+                                optimizer=functools.partial(torch.optim.SGD, lr=0.01), student_resolution=96)
+    module.log = lambda *args, **kwargs: None
+    assert module.teacher_reads_context is runs
+    calls = []
+    handle = teacher.roi_heads.box_head.register_forward_hook(lambda *_args: calls.append(1))
+    torch.manual_seed(1)
+    losses = module.compute_losses(_batch())
+    handle.remove()
+    assert bool(calls) is runs and set(losses) == {"ground_truth", *terms}
+
+
 def test_regions_are_scaled_to_a_teacher_that_sees_a_larger_input():
     task = _task()
     student = _frozen_statistics(_student(task, resolution=96))

@@ -125,7 +125,8 @@ def build_models(cfg: DictConfig, task: Task, datamodule: Any, run_dir: Path) ->
         optimizer=instantiate(cfg.optimizer.optimizer), scheduler=cfg.optimizer.get("scheduler", "cosine"),
         warmup_steps=int(cfg.optimizer.get("warmup_steps", 0)), student_resolution=resolution,
         teacher_resolution=teacher_resolution, seed=int(cfg.seed))
-    cached = bool(cfg.cache.enabled and module.specs and task.caches_teacher_outputs and not task.teacher_reads_context)
+    cached = bool(cfg.cache.enabled and module.specs and task.caches_teacher_outputs
+                  and not module.teacher_reads_context)
     cache_root = default_cache_dir(cfg.cache.get("dir")) / "teacher_outputs" if cached else None
     return Models(module, builder, kwargs, str(student_cfg.get("name") or builder.rsplit(".", 1)[-1]), resolution,
                   teacher_resolution, teacher_info, cache_root)

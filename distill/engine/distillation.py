@@ -103,6 +103,8 @@ class DistillationModule(TrainingModule):
         self.losses = nn.ModuleDict({spec.id: create_loss(spec.name, **spec.kwargs) for spec in self.specs})
         self.student_layers = sorted({spec.student for spec in self.specs} | {OUTPUT})
         self.teacher_layers = sorted({spec.teacher for spec in self.specs})
+        # the teacher's outputs depend on the student's step (e.g. its sampled regions): passed the step's context
+        self.teacher_reads_context = teacher is not None and task.teacher_reads_context(self.teacher_layers)
         self._student_features = FeatureRecorder(student, self.student_layers, model_label="student")
         self._teacher_features = (FeatureRecorder(teacher, self.teacher_layers, model_label="teacher")
                                   if teacher is not None else None)
@@ -157,10 +159,10 @@ class DistillationModule(TrainingModule):
     @torch.no_grad()
     def teacher_forward(self, batch: Any, context: dict | None = None) -> dict[str, Any]:
         """The teacher outputs the loss terms need, by layer name (what the cache stores). ``context`` is the
-        student step's, handed to a task whose teacher reads it (``Task.teacher_reads_context``: the detector's
-        regions); a layer that did not run on this batch is None."""
+        student step's, handed to the task when its teacher reads it for these layers
+        (``Task.teacher_reads_context``: a Faster R-CNN's regions); a layer that did not run on this batch is None."""
         self._teacher_features.features.clear()  # never a layer's output of an earlier batch
-        extra = (context,) if self.task.teacher_reads_context else ()
+        extra = (context,) if self.teacher_reads_context else ()
         output = self.task.teacher_forward(self.teacher, batch, *extra)
         features = dict(self._teacher_features.features)
         features[OUTPUT] = output

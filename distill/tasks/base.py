@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -106,11 +106,14 @@ class Task:
     primary_metric = ""
     # Teacher outputs are a deterministic function of (sample, augmentation view): computed once, then read back.
     caches_teacher_outputs = True
-    # The teacher's forward runs on the batch alone; True: it also takes the student step's context
-    # (``teacher_forward(teacher, batch, context)``), e.g. to run part of the teacher on what the student chose.
-    teacher_reads_context = False
     # The student maps an image batch to one tensor: it can be int8-quantised and pruned (the compress stage).
     compressible = True
+
+    def teacher_reads_context(self, teacher_layers: Iterable[str]) -> bool:
+        """Whether the teacher's forward also takes the student step's context to produce ``teacher_layers``
+        (``teacher_forward(teacher, batch, context)``), e.g. to run part of the teacher on what the student chose.
+        Such outputs depend on the student, so they are never cached. The teacher runs on the batch alone here."""
+        return False
 
     # --- models ---------------------------------------------------------------------------------------------
     def teacher_num_classes(self, datamodule: Any) -> int | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -126,8 +126,6 @@ class DetectionTask(Task):
     primary_metric = "map"
     # Teacher backbone maps are large and depend on the flip of each batch: computed live, never cached.
     caches_teacher_outputs = False
-    # Faster R-CNN's box-head imitation runs the teacher's box head on the regions the student sampled.
-    teacher_reads_context = True
     # A torchvision detector (box decoding, NMS) is neither int8-quantised nor pruned by the compress stage.
     compressible = False
 
@@ -204,6 +202,11 @@ class DetectionTask(Task):
             rows = [index for index, known in enumerate(labelled) if known] if partly else list(range(len(images)))
             context["regions"] = {**regions, "rows": rows}
         return StudentStep(output, losses if with_losses else {}, context)
+
+    def teacher_reads_context(self, teacher_layers: Iterable[str]) -> bool:
+        """A Faster R-CNN term on the teacher's box head (``roi_heads.*``) needs it run on the regions the student
+        sampled; without such a term the teacher's box head is not run at all (it is most of a teacher forward)."""
+        return self.kind == "faster_rcnn" and any(layer.startswith("roi_heads.") for layer in teacher_layers)
 
     def teacher_forward(self, teacher: nn.Module, batch: Any, context: dict | None = None) -> Any:
         """Backbone and head of the teacher on the batch (no box decoding): what imitation terms compare. Given the
