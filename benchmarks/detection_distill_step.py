@@ -5,10 +5,10 @@
 
 The coco recipe's Faster R-CNN pair (ResNet-10-T teacher, 0.5 MobileNet student, 4 classes, 128 px, the options of
 ``conf/detector/faster_rcnn.yaml``) in one ``DistillationModule`` each way: the recipe's terms (box losses, masked
-map imitation at weight 15, RPN head imitation), and the same plus ``box_head_imitation``, which runs the teacher's
-box head on the regions the student sampled. One step (the losses with the live teacher, backward) on a fixed batch
-of 8 images is timed both ways in one process, the two taking turns ``--repeats`` times (``--steps`` steps each,
-after a warm-up). The table gives the median seconds per step, the range, and the ratio to the first row.
+map imitation at weight 15 on the stride-16 and stride-8 maps, RPN head imitation), and the same plus
+``box_head_imitation``, which runs the teacher's box head on the regions the student sampled. One step (the losses
+with the live teacher, backward) on a fixed batch of 8 images is timed both ways in one process, the two taking
+turns ``--repeats`` times (``--steps`` steps each, after a warm-up). The table gives the median seconds per step, the range, and the ratio to the first row.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from detector_step import batch as detector_batch  # the same fixed batch as the
 
 RECIPE_TERMS = {"ground_truth": {"weight": 1.0},
                 "feature_imitation": {"weight": 15.0, "student": "backbone", "teacher": "backbone", "mask": True},
-                "head_imitation": {"student": "rpn.head", "teacher": "rpn.head"}}
+                "head_imitation": {"student": "rpn.head", "teacher": "rpn.head"},
+                "early_map_imitation": {"name": "feature_imitation", "weight": 15.0, "student": "backbone.early",
+                                        "teacher": "backbone.early", "mask": True}}
 BOX_HEAD = {"box_head_imitation": {"student": "roi_heads.box_predictor", "teacher": "roi_heads.box_predictor"}}
 
 

@@ -25,7 +25,9 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     assert cfg.data._target_ == "distill.data.modules.coco.SyntheticCocoDataModule"
     assert cfg.detector.kind == "ssd" and cfg.task.detector.kind == "ssd"
     terms = cfg.loss.terms
-    assert set(terms) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation"}
+    assert set(terms) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation",
+                          "early_map_imitation"}
+    assert terms.early_map_imitation.weight is None  # SSD's map imitation already covers every map its heads read
     assert terms.feature_imitation.mask and terms.head_imitation.student == "head"  # SSD's box predictor
     assert terms.box_head_imitation.weight is None  # Faster R-CNN's second stage: SSD has none
     faster = compose_config(["recipe=coco", "detector=faster_rcnn", "data.resolution=600", "loss=detection_only"])
@@ -34,6 +36,9 @@ def test_recipe_composes_the_distilled_ssd_default_and_its_alternatives():
     distilled_faster = compose_config(["recipe=coco", "detector=faster_rcnn"])
     assert distilled_faster.loss.terms.head_imitation.teacher == "rpn.head"
     assert distilled_faster.loss.terms.box_head_imitation.weight is None  # off: measured in recipes/coco/README.md
+    early = distilled_faster.loss.terms.early_map_imitation  # the trunk's stride-8 map, masked to the objects
+    assert (early.name, early.student, early.teacher, early.mask) == ("feature_imitation", "backbone.early",
+                                                                      "backbone.early", True)
     with_box_head = compose_config(["recipe=coco", "detector=faster_rcnn", "detector.box_head_imitation_weight=0.25"])
     assert with_box_head.loss.terms.box_head_imitation.weight == 0.25
     assert with_box_head.loss.terms.box_head_imitation.student == "roi_heads.box_predictor"
@@ -102,14 +107,15 @@ def test_tiny_faster_rcnn_run_distils_on_scenes_without_boxes_too(tmp_path):
     results = run(cfg, run_dir=tmp_path / "run")
     assert results["data"]["unlabelled"] == 8 and results["data"]["splits"]["train"] == 12
     assert results["student"]["detector"] == results["teacher"]["detector"] == "faster_rcnn"
-    assert set(results["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation"}
+    assert set(results["loss_terms"]) == {"ground_truth", "feature_imitation", "head_imitation", "box_head_imitation",
+                                          "early_map_imitation"}
     assert 0.0 <= results["student"]["metrics"]["map"] <= results["student"]["metrics"]["map_50"] <= 1.0
     log = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()
     header = log[0].split(",")
-    assert {"train/ground_truth/loss_classifier_epoch", "train/feature_imitation_epoch",
-            "train/head_imitation_epoch", "train/box_head_imitation_epoch"} <= set(header)
+    assert {"train/ground_truth/loss_classifier_epoch", "train/feature_imitation_epoch", "train/head_imitation_epoch",
+            "train/box_head_imitation_epoch", "train/early_map_imitation_epoch"} <= set(header)
     epoch_losses = [dict(zip(header, row.split(","))) for row in log[1:]]
-    for term in ("head_imitation", "box_head_imitation"):
+    for term in ("head_imitation", "box_head_imitation", "early_map_imitation"):
         finite = [float(row[f"train/{term}_epoch"]) for row in epoch_losses if row[f"train/{term}_epoch"]]
         assert finite and all(value == value and value > 0 for value in finite), term
 
