@@ -192,3 +192,17 @@ def test_a_layer_that_did_not_run_is_an_error_for_a_term_that_needs_it_every_bat
     module.train()
     with pytest.raises(RuntimeError, match="head_imitation: the student's layer 'roi_heads.box_predictor' did not run"):
         module.compute_losses(_batch(labelled=(False, False)))
+
+
+@pytest.mark.parametrize("overrides, reads", [([], False), (["detector.box_head_imitation_weight=0.25"], True),
+                                              (["detector=ssd"], False)])
+def test_the_recipes_teacher_reads_the_students_regions_only_with_the_box_head_term(overrides, reads):
+    """The coco recipe's default terms leave the teacher's box head out of every distillation step."""
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["recipe=coco", "detector=faster_rcnn", *overrides])
+    specs = parse_loss_terms(OmegaConf.to_container(cfg.loss.terms, resolve=True))
+    layers = {spec.teacher for spec in specs if spec.name != "ground_truth"}
+    assert "backbone.early" in layers or cfg.detector.kind == "ssd"
+    assert DetectionTask({"kind": cfg.detector.kind, "options": {}}).teacher_reads_context(layers) is reads
