@@ -29,7 +29,11 @@ DOCUMENTED = {
                 "loss=embedding_mse"],
     "face_attributes": ["data.student_labels=true +loss.terms.ground_truth.weight=1.0"],
     "planet": ["loss=labels_only"],
-    "coco": ["loss=detection_only", "detector=faster_rcnn", "detector=faster_rcnn loss=detection_only"],
+    "coco": ["loss=detection_only", "detector=faster_rcnn", "detector=faster_rcnn loss=detection_only",
+             "detector=faster_rcnn detector.early_map_imitation_weight=30",
+             "detector=faster_rcnn detector.box_head_imitation_weight=0.25",
+             "detector=faster_rcnn +loss.terms.box_features={name:fitnet,weight:5,student:roi_heads.box_head,"
+             "teacher:roi_heads.box_head}"],
 }
 REAL_DATA = {"dogs": ["stanford_dogs", "image_folder"], "facenet": ["face_folder"], "face_attributes": ["celeba"],
              "planet": ["geo_csv"], "coco": ["coco"]}
