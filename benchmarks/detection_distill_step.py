@@ -4,11 +4,12 @@
     python benchmarks/detection_distill_step.py --repeats 5 --steps 4
 
 The coco recipe's Faster R-CNN pair (ResNet-10-T teacher, 0.5 MobileNet student, 4 classes, 128 px, the options of
-``conf/detector/faster_rcnn.yaml``) in one ``DistillationModule`` each way: the recipe's terms (box losses, masked
-map imitation at weight 15 on the stride-16 and stride-8 maps, RPN head imitation), and the same plus
-``box_head_imitation``, which runs the teacher's box head on the regions the student sampled. One step (the losses
-with the live teacher, backward) on a fixed batch of 8 images is timed both ways in one process, the two taking
-turns ``--repeats`` times (``--steps`` steps each, after a warm-up). The table gives the median seconds per step, the range, and the ratio to the first row.
+``conf/detector/faster_rcnn.yaml``) in one ``DistillationModule`` each way: the recipe's terms as its config resolves
+them (``conf/loss/feature_imitation.yaml``: box losses, masked map imitation on the stride-16 and stride-8 maps, RPN
+head imitation), and the same plus ``box_head_imitation`` at weight 1, which runs the teacher's box head on the
+regions the student sampled. One step (the losses with the live teacher, backward) on a fixed batch of 8 images is
+timed both ways in one process, the two taking turns ``--repeats`` times (``--steps`` steps each, after a warm-up).
+The table gives the median seconds per step, the range, and the ratio to the first row.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.tasks import DetectionTask
 from detector_step import batch as detector_batch  # the same fixed batch as the detector's own step (this folder)
 
-RECIPE_TERMS = {"ground_truth": {"weight": 1.0},
-                "feature_imitation": {"weight": 15.0, "student": "backbone", "teacher": "backbone", "mask": True},
-                "head_imitation": {"student": "rpn.head", "teacher": "rpn.head"},
-                "early_map_imitation": {"name": "feature_imitation", "weight": 15.0, "student": "backbone.early",
-                                        "teacher": "backbone.early", "mask": True}}
-BOX_HEAD = {"box_head_imitation": {"student": "roi_heads.box_predictor", "teacher": "roi_heads.box_predictor"}}
+
+def recipe_terms(detector: dict, box_head_weight: float | None) -> dict:
+    """``loss=feature_imitation``'s terms as the coco recipe resolves them for ``detector`` (its yaml), with the
+    box-head term at ``box_head_weight`` (None: off, the recipe's default)."""
+    loss = OmegaConf.load(str(files("distill.conf") / "loss" / "feature_imitation.yaml"))
+    detector = {**detector, "box_head_imitation_weight": box_head_weight}
+    return OmegaConf.to_container(OmegaConf.merge({"detector": detector}, loss), resolve=True)["terms"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,15 +42,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
-    options = OmegaConf.to_container(OmegaConf.load(str(files("distill.conf") / "detector" / "faster_rcnn.yaml")))
-    task = DetectionTask({"kind": "faster_rcnn", "options": options["options"]})
+    detector = OmegaConf.to_container(OmegaConf.load(str(files("distill.conf") / "detector" / "faster_rcnn.yaml")))
+    task = DetectionTask({"kind": "faster_rcnn", "options": detector["options"]})
     torch.manual_seed(0)
     student, _, _ = task.build_model({"_target_": "distill.models.MobileNetV1", "width_multiplier": 0.5},
                                      num_classes=4, resolution=args.resolution)
     teacher, _, _ = task.build_model({"_target_": "distill.models.teachers.timm_teacher.build_timm_teacher",
                                       "model_name": "resnet10t"}, num_classes=4, resolution=args.resolution)
     modules = {}
-    for label, terms in (("recipe's terms", RECIPE_TERMS), ("+ box_head_imitation", {**RECIPE_TERMS, **BOX_HEAD})):
+    for label, box_head_weight in (("recipe's terms", None), ("+ box_head_imitation", 1.0)):
+        terms = recipe_terms(detector, box_head_weight)
         module = DistillationModule(student, teacher, task, parse_loss_terms(terms),
                                     optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
                                     student_resolution=args.resolution)
