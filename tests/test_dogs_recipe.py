@@ -22,8 +22,11 @@ def test_recipe_composes_the_distilled_default_and_its_alternatives():
     assert cfg.data._target_ == "distill.data.modules.fine_grained.SyntheticFineGrainedDataModule"
     assert cfg.data.num_classes == 40
     assert cfg.task._target_ == "distill.tasks.ClassificationTask" and list(cfg.task.top_k) == [1, 5]
-    # distilled default: KD plus cross-entropy on the labels
+    # distilled default: KD at temperature 32 (near logit matching) plus cross-entropy on the labels
     assert set(cfg.loss.terms) == {"kd", "ground_truth"} and cfg.loss.terms.ground_truth.weight > 0
+    assert cfg.loss.terms.kd.temperature == 32.0 and cfg.loss.terms.kd.weight == 0.9
+    # swapping the loss group leaves no trace of the default's temperature
+    assert compose_config(["recipe=dogs", "loss=kd_ce"]).loss.terms.kd.temperature == 4.0
     assert compose_config(["recipe=dogs", "loss=labels_only"]).loss.terms == {"ground_truth": {"weight": 1.0}}
     dkd = compose_config(["recipe=dogs", "loss=dkd_ce"])
     spec, ground_truth = parse_loss_terms(dict(dkd.loss.terms))
