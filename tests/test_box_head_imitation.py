@@ -10,10 +10,13 @@ import math
 
 import pytest
 import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
 
 from distill.engine.distillation import DistillationModule, parse_loss_terms
 from distill.losses.detection import BoxHeadImitationLoss, box_head_imitation
 from distill.tasks import DetectionTask
+from distill.tasks.base import GROUND_TRUTH
 
 OPTIONS = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 50, "box_batch_size_per_image": 16,
            "rpn_batch_size_per_image": 32, "roi_output_size": 7}
@@ -198,11 +201,8 @@ def test_a_layer_that_did_not_run_is_an_error_for_a_term_that_needs_it_every_bat
                                               (["detector=ssd"], False)])
 def test_the_recipes_teacher_reads_the_students_regions_only_with_the_box_head_term(overrides, reads):
     """The coco recipe's default terms leave the teacher's box head out of every distillation step."""
-    from conftest import compose_config
-    from omegaconf import OmegaConf
-
     cfg = compose_config(["recipe=coco", "detector=faster_rcnn", *overrides])
     specs = parse_loss_terms(OmegaConf.to_container(cfg.loss.terms, resolve=True))
-    layers = {spec.teacher for spec in specs if spec.name != "ground_truth"}
+    layers = {spec.teacher for spec in specs if spec.name != GROUND_TRUTH}
     assert "backbone.early" in layers or cfg.detector.kind == "ssd"
     assert DetectionTask({"kind": cfg.detector.kind, "options": {}}).teacher_reads_context(layers) is reads
