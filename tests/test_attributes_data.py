@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data.modules import attributes
-from distill.data.modules.attributes import CelebADataModule, SyntheticAttributesDataModule
+from distill.data.modules import celeba
+from distill.data.modules.attributes import SyntheticAttributesDataModule
+from distill.data.modules.celeba import CelebADataModule
 from distill.data.readers.celeba import read_celeba_attributes, read_celeba_partition
 from distill.data.readers.image_files import CorruptImageError
 from distill.data.synthetic import faces as synthetic_faces
@@ -213,7 +214,7 @@ def test_celeba_arrays_are_decoded_once_and_read_back(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(attributes, "decode_images", no_decoding)
+    monkeypatch.setattr(celeba, "decode_images", no_decoding)
     again = CelebADataModule(**settings)
     np.testing.assert_array_equal(again.split("test").images, first.split("test").images)
     image = tmp_path / "celeba" / "img_align_celeba" / files[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data.modules.attributes import CelebADataModule
+from distill.data.modules.celeba import CelebADataModule
 from distill.data.modules.coco import CocoDataModule
 from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.readers.celeba import read_celeba_attributes, read_celeba_partition
@@ -174,7 +174,7 @@ def test_lfw_pairs_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
 def test_lfw_pairs_left_out_under_strict_false_keep_the_ten_folds(tmp_path):
     import torch
 
-    from distill.data.modules.faces import FaceFolderDataModule
+    from distill.data.modules.face_folder import FaceFolderDataModule
     from distill.data.readers.pairs import write_lfw_pairs
     from distill.metrics import check_folds
     from distill.tasks.embedding import EmbeddingTask

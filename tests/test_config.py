@@ -1,5 +1,6 @@
 """The Hydra app: composition of every recipe, clear errors, --help, and the packaged config tree."""
 
+import importlib
 import subprocess
 import sys
 import tomllib
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
 from conftest import compose_config
 
@@ -60,3 +63,21 @@ def test_every_package_directory_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "distill").rglob("__init__.py")}
     assert found | {"distill.conf"} == listed
+
+
+@pytest.mark.parametrize("old, new", [
+    ("distill.data.modules.faces.FaceFolderDataModule", "distill.data.modules.face_folder.FaceFolderDataModule"),
+    ("distill.data.modules.attributes.CelebADataModule", "distill.data.modules.celeba.CelebADataModule"),
+])
+def test_data_modules_recorded_under_their_former_module_still_resolve(old, new):
+    """An earlier run's run_config.json names the real-data modules where they were defined then."""
+    assert get_class(old) is get_class(new)
+    module = importlib.import_module(old.rsplit(".", 1)[0])
+    with pytest.raises(AttributeError, match="NoSuchModule"):
+        getattr(module, "NoSuchModule")
+
+
+@pytest.mark.parametrize("name", ["celeba", "face_folder", "synthetic_faces", "synthetic_attributes"])
+def test_face_data_configs_name_an_importable_module(name):
+    target = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")._target_
+    assert get_class(target).__module__ == target.rsplit(".", 1)[0]

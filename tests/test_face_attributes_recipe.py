@@ -141,7 +141,7 @@ def test_recipe_composes_the_label_free_distillation():
     assert list(cfg.loss.terms) == ["multilabel_kd"]
     assert cfg.student.name == "mobilenet_v1" and cfg.teacher.name == cfg.teacher.builder.model_name
     celeba = compose_config(["recipe=face_attributes", "data=celeba", "data.root=/data/celeba"])
-    assert celeba.data._target_ == "distill.data.modules.attributes.CelebADataModule"
+    assert celeba.data._target_ == "distill.data.modules.celeba.CelebADataModule"
 
 
 def test_ground_truth_term_without_student_labels_is_a_clear_error(tmp_path):

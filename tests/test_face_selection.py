@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from distill.data.align import CENTRE_PENALTY, FaceAligner, centre_crop, face_scores, select_face, square_crop
-from distill.data.modules import faces as faces_module
-from distill.data.modules.faces import FaceFolderDataModule
+from distill.data.modules import face_folder as face_folder_module
+from distill.data.modules.face_folder import FaceFolderDataModule
 from distill.data.readers.pairs import write_lfw_pairs
 
 SHAPE = (200, 300, 3)  # H, W: the image centre is (150, 100)
@@ -94,7 +94,7 @@ class _CountingAligner:
 
 
 def test_multi_face_photos_are_counted_per_split_in_the_summary(tmp_path, monkeypatch):
-    monkeypatch.setattr(faces_module, "FaceAligner", _CountingAligner)
+    monkeypatch.setattr(face_folder_module, "FaceAligner", _CountingAligner)
     for person in range(2):
         for k in range(3):
             _jpeg(tmp_path / "train" / f"id{person}" / f"{k}.jpg", 250 if (person, k) == (1, 2) else 90)

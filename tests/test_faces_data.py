@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from distill.data.align import FaceAligner, centre_crop, square_crop
-from distill.data.modules import faces as faces_module
-from distill.data.modules.faces import FaceFolderDataModule, SyntheticFacesDataModule
+from distill.data.modules import face_folder as face_folder_module
+from distill.data.modules.face_folder import FaceFolderDataModule
+from distill.data.modules.faces import SyntheticFacesDataModule
 from distill.data.readers.image_files import CorruptImageError, load_image
 from distill.data.readers.pairs import write_lfw_pairs
 from distill.data.synthetic import faces as synthetic_faces
@@ -293,7 +294,7 @@ def test_decoded_arrays_are_kept_on_disk_and_follow_file_changes(face_tree, tmp_
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(faces_module, "load_image", no_decoding)
+    monkeypatch.setattr(face_folder_module, "load_image", no_decoding)
     second = _folder_dm(face_tree, use_cache=True, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(second.split("test").images, first.split("test").images)
     before = first.fingerprint()

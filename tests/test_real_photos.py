@@ -19,9 +19,9 @@ from conftest import compose_config
 from PIL import Image
 from torch import nn
 
-from distill.data.modules.attributes import CelebADataModule
+from distill.data.modules.celeba import CelebADataModule
 from distill.data.modules.coco import CocoDataModule
-from distill.data.modules.faces import FaceFolderDataModule
+from distill.data.modules.face_folder import FaceFolderDataModule
 from distill.data.modules.fine_grained import ImageFolderDataModule, StanfordDogsDataModule
 from distill.data.modules.geo import GeoCSVDataModule
 from distill.data.readers.coco import CocoDetectionDataset, load_coco

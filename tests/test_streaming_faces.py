@@ -14,9 +14,9 @@ from test_faces_data import face_tree, photos  # noqa: F401  (fixtures)
 
 from distill.data import streaming
 from distill.data.align import FaceAligner
-from distill.data.modules import faces as faces_module
-from distill.data.modules.attributes import CelebADataModule
-from distill.data.modules.faces import FaceFolderDataModule
+from distill.data.modules import face_folder as face_folder_module
+from distill.data.modules.celeba import CelebADataModule
+from distill.data.modules.face_folder import FaceFolderDataModule
 from distill.data.readers.image_files import CorruptImageError
 from distill.data.streaming import CentreCrop, DecodedFiles
 
@@ -208,7 +208,7 @@ class _FakeAligner(FaceAligner):
 
 
 def test_aligned_faces_stream_the_crops_they_decode_in_memory(face_tree, tmp_path, monkeypatch):
-    monkeypatch.setattr(faces_module, "FaceAligner", _FakeAligner)
+    monkeypatch.setattr(face_folder_module, "FaceAligner", _FakeAligner)
     options = dict(align=True, align_margin=0.3, use_cache=True, cache_dir=tmp_path / "cache")
     memory, files = _faces(face_tree, in_memory=True, **options), _faces(face_tree, in_memory=False, **options)
     _assert_same_splits(memory, files, ("teacher_train", "test"))
@@ -218,6 +218,6 @@ def test_aligned_faces_stream_the_crops_they_decode_in_memory(face_tree, tmp_pat
     assert summary["by_split"] == expected["by_split"]
     assert 0 < summary["faces_not_found"] < 16 and summary["multi_face_images"] == expected["multi_face_images"]
     assert len(list((tmp_path / "cache" / "faces").glob("boxes-*.npz"))) == 2  # the faces found once, kept
-    monkeypatch.setattr(faces_module, "FaceAligner", None)  # a second run reads the boxes back
+    monkeypatch.setattr(face_folder_module, "FaceAligner", None)  # a second run reads the boxes back
     again = _faces(face_tree, in_memory=False, **options)
     np.testing.assert_array_equal(_pixels(again.split("test").images), memory.split("test").images)

@@ -2,7 +2,7 @@
 used, how a one-fold pairs file is dealt into folds, and how a photograph is decoded when it streams.
 
 A streamed photo is decoded in a DataLoader worker exactly as the in-memory array decodes it
-(``distill.data.modules.faces``): the central ``crop_fraction`` of the shorter side
+(``distill.data.modules.face_folder``): the central ``crop_fraction`` of the shorter side
 (``distill.data.streaming.CentreCrop``), or, with alignment, the square around the face MTCNN found. MTCNN runs once over the files when the splits are set
 up (``find_faces``, cached on disk with the in-memory arrays' key), and each worker cuts the kept face's box out
 again (``FaceBoxCrop``): the same crop as ``FaceAligner.crop``, with no detector in the workers.
