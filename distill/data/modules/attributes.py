@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
-from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
+from distill.data.modules.base import ArrayDataModule, Split, moved_classes, teacher_split_parts
 from distill.data.readers.celeba import decode_images
 from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport, list_image_files
 from distill.data.streaming import readable_headers
@@ -284,11 +284,5 @@ def skip_summary(report: SkipReport) -> dict[str, Any]:
             "by_reason": report.as_dict(REPORT_PATHS)}
 
 
-def __getattr__(name: str) -> Any:
-    """``CelebADataModule`` was defined here before it had a module of its own (``distill.data.modules.celeba``):
-    configurations recorded then (an earlier run's run_config.json, read by ``distill.compress``) still name it
-    here."""
-    if name == "CelebADataModule":
-        from distill.data.modules.celeba import CelebADataModule
-        return CelebADataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# CelebADataModule moved to distill.data.modules.celeba.
+__getattr__ = moved_classes(__name__, {"CelebADataModule": "distill.data.modules.celeba"})

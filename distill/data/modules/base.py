@@ -15,7 +15,8 @@ teacher: all of it by default; a module whose teacher split is drawn on its own 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from distill.core.labels import UNLABELLED
 from distill.data.views import DEFAULT_MEAN, DEFAULT_STD, ImageArrayDataset, ViewSampler
 from distill.data.workers import loader_workers
 
-__all__ = ["Split", "ArrayDataModule", "teacher_split_parts"]
+__all__ = ["Split", "ArrayDataModule", "moved_classes", "teacher_split_parts"]
 
 
 @dataclass
@@ -238,3 +239,16 @@ def teacher_split_parts(parts: Mapping[str, Any], *, sizes_key: str | None = "si
     if sizes_key is not None:
         narrowed[sizes_key] = {name: parts[sizes_key][name] for name in keep}
     return narrowed
+
+
+def moved_classes(module: str, moved: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module's ``__getattr__`` that finds classes which have moved to other modules (``moved``: class name ->
+    its module now), so that configurations recorded before the move (an earlier run's run_config.json, read by
+    ``distill.compress``) still name a class that loads."""
+
+    def __getattr__(name: str) -> Any:
+        if name in moved:
+            return getattr(importlib.import_module(moved[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -25,7 +25,7 @@ import numpy as np
 
 from distill.core.fingerprint import fingerprint
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays, source_digest
-from distill.data.modules.base import ArrayDataModule, Split, teacher_split_parts
+from distill.data.modules.base import ArrayDataModule, Split, moved_classes, teacher_split_parts
 from distill.data.readers.pairs import make_pairs
 from distill.data.synthetic import faces as synthetic_faces
 
@@ -183,11 +183,5 @@ class SyntheticFacesDataModule(ArrayDataModule):
         }
 
 
-def __getattr__(name: str) -> Any:
-    """``FaceFolderDataModule`` was defined here before it had a module of its own (``distill.data.modules.face_folder``):
-    configurations recorded then (an earlier run's run_config.json, read by ``distill.compress``) still name it
-    here."""
-    if name == "FaceFolderDataModule":
-        from distill.data.modules.face_folder import FaceFolderDataModule
-        return FaceFolderDataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# FaceFolderDataModule moved to distill.data.modules.face_folder.
+__getattr__ = moved_classes(__name__, {"FaceFolderDataModule": "distill.data.modules.face_folder"})
