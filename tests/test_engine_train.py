@@ -331,14 +331,18 @@ def test_face_alignment_runs_on_the_trainers_device(monkeypatch):
 
 
 def test_two_runs_building_the_same_teacher_outputs_at_once_both_finish(tiny_smoke_cfg, tmp_path, monkeypatch):
-    """A parallel sweep's jobs share one teacher, so they may predict its outputs at the same time. Here a second run
-    builds and publishes the cache while the first is halfway through predicting: the first must still finish, and
-    open the published cache. When both wrote to one shard folder, the run that published first removed the other's
-    shard files under it (FileNotFoundError)."""
+    """Multi-process jobs predict without the prediction lock, so two of them may predict the same outputs at once.
+    Here (the lock left out, as for such jobs) a second run builds and publishes the cache while the first is
+    halfway through predicting: the first must still finish, and open the published cache. When both wrote to one
+    shard folder, the run that published first removed the other's shard files under it (FileNotFoundError)."""
+    import contextlib
+
+    from distill.engine import outputs
     from distill.engine.build import build_data_and_task, build_models
     from distill.engine.outputs import cache_teacher_outputs
     from distill.engine.trainers import stage_trainer
 
+    monkeypatch.setattr(outputs, "one_predictor", lambda cache, world_size: contextlib.nullcontext())
     cfg = tiny_smoke_cfg("data.eval_batch_size=16")  # several batches
     task, datamodule = build_data_and_task(cfg)
     models = build_models(cfg, task, datamodule, tmp_path)
@@ -365,6 +369,46 @@ def test_two_runs_building_the_same_teacher_outputs_at_once_both_finish(tiny_smo
     batch = next(iter(datamodule.view_dataloader(0)))
     for name, value in models.module.teacher_forward(batch).items():
         assert torch.allclose(cache.get(batch["index"], batch["view"])[name], value, atol=1e-5, rtol=1e-5), name
+
+
+def test_a_second_run_wanting_the_same_teacher_outputs_waits_and_reads_them(tiny_smoke_cfg, tmp_path, monkeypatch):
+    """The jobs of a parallel sweep share one teacher: while one predicts its outputs, another that wants them waits
+    on the cache's prediction lock, then reads the published cache without predicting anything itself."""
+    import threading
+
+    from distill.engine.build import build_data_and_task, build_models
+    from distill.engine.cache import lock
+    from distill.engine.outputs import cache_teacher_outputs
+    from distill.engine.trainers import stage_trainer
+
+    cfg = tiny_smoke_cfg("data.eval_batch_size=16")  # several batches
+    task, datamodule = build_data_and_task(cfg)
+    models = build_models(cfg, task, datamodule, tmp_path)
+    forward, callers, waiting, other = models.module.teacher_forward, [], threading.Event(), {}
+    monkeypatch.setattr(lock, "_log_waiting", lambda path: waiting.set())
+
+    def second_run():
+        other["cache"] = cache_teacher_outputs(models.module, datamodule,
+                                               stage_trainer(cfg, tmp_path / "other", fit=False), models.cache_root)
+
+    thread = threading.Thread(target=second_run)
+
+    def counted(batch):
+        callers.append(threading.get_ident())
+        if len(callers) == 2:  # the first run is predicting: the second starts now and must wait for it
+            thread.start()
+            assert waiting.wait(timeout=120), "the second run did not wait for the first's prediction"
+        return forward(batch)
+
+    monkeypatch.setattr(models.module, "teacher_forward", counted)
+    cache = cache_teacher_outputs(models.module, datamodule, stage_trainer(cfg, tmp_path, fit=False),
+                                  models.cache_root)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    pairs = len(datamodule.dataset("train")) * datamodule.num_views
+    assert set(callers) == {threading.get_ident()}  # only the first run predicted ...
+    assert len(callers) == -(-pairs // 16)  # ... each batch once
+    assert other["cache"].path == cache.path and other["cache"].manifest == cache.manifest
 
 
 def test_caching_a_teacher_layer_that_did_not_run_names_the_layer_and_its_term(tiny_smoke_cfg, tmp_path,

@@ -7,6 +7,12 @@ opened without predicting anything. The cache's key digests ``distill.engine.key
 teacher weights, layers, resolution, views, augmentation, memory format, dtype); a miss logs which parts changed since
 the most recently used cache.
 
+Two one-process runs that want the same outputs at once (the jobs of a parallel sweep share a teacher) do not both
+predict them: the first holds the cache's prediction lock while it predicts and publishes, the other waits for it
+and then reads the published cache. The ranks of a multi-process job start inside ``trainer.predict``, so such a
+job predicts without that lock; two of them at once each predict into their own shard folders and the second to
+publish finds the cache built.
+
 Memory does not grow with the data set: a rank's pairs are computed from their position (``PairDataset``, no list
 of pairs), and each batch's outputs are copied at once into this rank's shard files, arrays on disk sized for the
 whole shard (``ShardWriter``), never kept as tensors. Holding one small tensor per batch pinned the memory of every
@@ -33,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from distill.core.fingerprint import fingerprint
 from distill.core.io import atomic_write_json
-from distill.engine.cache import TeacherOutputCache
+from distill.engine.cache import TeacherOutputCache, file_lock
 from distill.engine.cache.files import fsync_file
 from distill.engine.features import first_tensor
 from distill.engine.keys import explain_miss, newest_manifest_parts, teacher_output_key_parts
@@ -190,12 +196,28 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
     if cache.validate():
         log.info("Teacher outputs: read from cache %s", cache.path)
         return _opened(cache, trainer)
+    world_size = max(1, int(getattr(trainer, "world_size", 1)))
+    with one_predictor(cache, world_size):
+        if world_size == 1 and cache.validate():  # another run predicted it while this one waited
+            log.info("Teacher outputs: read from cache %s, built by another run meanwhile", cache.path)
+            return _opened(cache, trainer)
+        _predict_and_publish(module, datamodule, trainer, cache, dataset, parts, world_size, progress)
+    return _opened(cache, trainer)
+
+
+def one_predictor(cache: TeacherOutputCache, world_size: int) -> contextlib.AbstractContextManager:
+    """The cache's prediction lock for a one-process job (see the module docstring); nothing for a multi-process
+    job, whose other ranks do not exist yet."""
+    return file_lock(cache.predict_lock_path) if world_size == 1 else contextlib.nullcontext()
+
+
+def _predict_and_publish(module, datamodule, trainer: pl.Trainer, cache: TeacherOutputCache, dataset,
+                         parts: dict[str, Any], world_size: int, progress: bool) -> None:
     if trainer.is_global_zero:
-        explain_miss("teacher-output", parts, newest_manifest_parts(Path(cache_root), cache.path))
+        explain_miss("teacher-output", parts, newest_manifest_parts(cache.root, cache.path))
         log.info("Teacher outputs: building the cache %s (%d samples x %d views)", cache.path, len(dataset),
                  datamodule.num_views)
-    world_size = max(1, int(getattr(trainer, "world_size", 1)))
-    predictor = TeacherOutputPredictor(module, Path(cache_root) / ".shards" / cache.name, len(dataset),
+    predictor = TeacherOutputPredictor(module, cache.root / ".shards" / cache.name, len(dataset),
                                        datamodule.num_views, world_size)
     # The loader is built lazily on each rank: trainer.predict may start the other ranks.
     trainer.predict(predictor, dataloaders=_LazyShardLoader(dataset, datamodule, trainer, world_size),
@@ -209,7 +231,6 @@ def cache_teacher_outputs(module, datamodule, trainer: pl.Trainer, cache_root: P
         with contextlib.suppress(OSError):
             predictor.shards_root.rmdir()  # only when no other run is predicting into it
     trainer.strategy.barrier("teacher-output cache published")
-    return _opened(cache, trainer)
 
 
 def _opened(cache: TeacherOutputCache, trainer: pl.Trainer) -> TeacherOutputCache:

@@ -116,6 +116,12 @@ class TeacherOutputCache:
     def lock_path(self) -> Path:
         return self.root / f".{self.name}.lock"
 
+    @property
+    def predict_lock_path(self) -> Path:
+        """Held by a one-process run while it predicts this cache's outputs (``distill.engine.outputs``): another run
+        that wants the same outputs waits for it, then reads them."""
+        return self.root / f".{self.name}.predict.lock"
+
     def _header(self) -> dict:
         return header(self.key, self.num_samples, self.num_views, self.dtype)
 
