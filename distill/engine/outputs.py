@@ -45,7 +45,7 @@ from distill.engine.features import first_tensor
 from distill.engine.keys import explain_miss, newest_manifest_parts, teacher_output_key_parts
 
 __all__ = ["READ_ROWS", "PairDataset", "ShardWriter", "TeacherOutputPredictor", "cache_teacher_outputs",
-           "pair_count", "read_shards", "teacher_output_key"]
+           "one_predictor", "pair_count", "read_shards", "teacher_output_key"]
 
 log = logging.getLogger(__name__)
 

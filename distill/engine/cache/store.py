@@ -18,7 +18,8 @@ removed and (by the ``open_or_build*`` methods) rebuilt, never used.
 Every build, and the check-then-build of the ``open_or_build*`` methods, runs under :func:`file_lock` on
 ``root/.<name>.lock`` (``name``: ``<key>-<dtype>``). Two processes calling :meth:`open_or_build` for one key at
 once therefore compute the outputs once: the second waits for the lock, then finds the finished cache valid and
-loads it.
+loads it. A one-process run also holds ``root/.<name>.predict.lock`` while it predicts the outputs that it then
+builds from (``distill.engine.outputs``).
 """
 
 from __future__ import annotations
