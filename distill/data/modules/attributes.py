@@ -35,12 +35,11 @@ from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport, list_imag
 from distill.data.streaming import readable_headers
 from distill.data.synthetic import faces as synthetic_faces
 
-__all__ = ["AttributeDataModule", "SyntheticAttributesDataModule", "skip_summary"]
+__all__ = ["AttributeDataModule", "SyntheticAttributesDataModule"]
 
 log = logging.getLogger(__name__)
 
 _STREAMS = {"teacher_train": 11, "train": 12, "test": 13}  # random streams of the synthetic splits
-REPORT_PATHS = 20  # paths listed in summary() per problem kind
 
 
 class AttributeDataModule(ArrayDataModule):
@@ -170,7 +169,7 @@ class AttributeDataModule(ArrayDataModule):
             report.add(SKIP_CORRUPT, self.unlabeled_files()[i])
         if len(report):
             report.log(log, f"Attribute data (data.unlabeled_root={self.unlabeled_root})")
-            self._report["unlabeled_skipped"] = skip_summary(report)
+            self._report["unlabeled_skipped"] = report.summary()
 
     def _student_split(self, images: np.ndarray, labels: np.ndarray) -> Split:
         """The student's split: its labels only with ``student_labels``; the unlabeled folder appended."""
@@ -276,12 +275,6 @@ class SyntheticAttributesDataModule(AttributeDataModule):
             "test": Split(arrays["test_images"], arrays["test_targets"]),
         }
 
-
-def skip_summary(report: SkipReport) -> dict[str, Any]:
-    """A skip report as summary() gives it: the count, the first paths, and the first paths of each reason."""
-    every = [path for paths in report.files.values() for path in paths]
-    return {"count": len(every), "paths": [str(path) for path in every[:REPORT_PATHS]],
-            "by_reason": report.as_dict(REPORT_PATHS)}
 
 
 # CelebADataModule moved to distill.data.modules.celeba.

@@ -21,11 +21,11 @@ import numpy as np
 
 from distill.core.fingerprint import files_fingerprint, fingerprint
 from distill.data.array_store import config_int, load_or_build_arrays
-from distill.data.modules.attributes import REPORT_PATHS, AttributeDataModule, skip_summary
+from distill.data.modules.attributes import AttributeDataModule
 from distill.data.modules.base import Split
 from distill.data.readers.celeba import (CELEBA_PARTITIONS, decode_images, read_celeba_attributes,
                                          read_celeba_partition)
-from distill.data.readers.image_files import SKIP_CORRUPT, SkipReport
+from distill.data.readers.image_files import REPORT_PATHS, SKIP_CORRUPT, SkipReport
 from distill.data.streaming import (CentreCrop, DecodedFiles, SkipLog, in_memory_setting, keep_in_memory,
                                     readable_headers)
 
@@ -251,5 +251,5 @@ class CelebADataModule(AttributeDataModule):
             report.update(self._unlabeled_report)
             for path in extra:
                 report.add(SKIP_CORRUPT, path)
-            summary["unlabeled_skipped"] = skip_summary(report)
+            summary["unlabeled_skipped"] = report.summary()
         return summary

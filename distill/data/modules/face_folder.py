@@ -26,7 +26,8 @@ from distill.data.align import FaceAligner, centre_crop
 from distill.data.array_store import config_int, data_cache_dir, load_or_build_arrays
 from distill.data.face_folders import FaceBoxCrop, find_faces, fold_pairs, limit_identities
 from distill.data.modules.base import ArrayDataModule, Split
-from distill.data.readers.image_files import SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport, load_image
+from distill.data.readers.image_files import (REPORT_PATHS, SKIP_CORRUPT, CorruptImageError, IdentityFolder, SkipReport,
+                                             load_image)
 from distill.data.readers.pairs import lfw_image_path, read_lfw_pairs
 from distill.data.streaming import (CentreCrop, DecodedFiles, SkipLog, in_memory_setting, keep_in_memory,
                                     readable_headers)
@@ -35,7 +36,6 @@ __all__ = ["FaceFolderDataModule"]
 
 log = logging.getLogger(__name__)
 
-_REPORT_PATHS = 20  # paths listed in summary() per problem kind
 
 
 class FaceFolderDataModule(ArrayDataModule):
@@ -275,9 +275,9 @@ class FaceFolderDataModule(ArrayDataModule):
             self._skips.add(SKIP_CORRUPT, path)
         missing = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & ~decoded["found"])]
         crowded = [str(paths[i]) for i in np.flatnonzero(decoded["ok"] & (decoded.get("faces", 1) > 1))]
-        self._report[split] = {"images": len(paths), "corrupt": len(bad), "corrupt_paths": bad[:_REPORT_PATHS],
-                               "faces_not_found": len(missing), "faces_not_found_paths": missing[:_REPORT_PATHS],
-                               "multi_face": len(crowded), "multi_face_paths": crowded[:_REPORT_PATHS]}
+        self._report[split] = {"images": len(paths), "corrupt": len(bad), "corrupt_paths": bad[:REPORT_PATHS],
+                               "faces_not_found": len(missing), "faces_not_found_paths": missing[:REPORT_PATHS],
+                               "multi_face": len(crowded), "multi_face_paths": crowded[:REPORT_PATHS]}
         if crowded:
             log.info("%s: %d of %d images hold several faces; kept the largest, most central one, e.g. %s",
                      split, len(crowded), len(paths), crowded[0])
@@ -334,7 +334,7 @@ class FaceFolderDataModule(ArrayDataModule):
             for path in replaced:
                 skipped.add(SKIP_CORRUPT, path)
             by_split[name]["corrupt"] += len(replaced)
-            by_split[name]["corrupt_paths"] = (by_split[name]["corrupt_paths"] + replaced)[:_REPORT_PATHS]
+            by_split[name]["corrupt_paths"] = (by_split[name]["corrupt_paths"] + replaced)[:REPORT_PATHS]
         return {
             **super().summary(),
             "identities": {"teacher_train": len(listing["teacher_train"][2]),
@@ -343,7 +343,7 @@ class FaceFolderDataModule(ArrayDataModule):
             "pairs_file": str(listing["pairs_file"]),
             "pair_folds": self.num_pair_folds,
             "in_memory": self.kept_in_memory,
-            "skipped": skipped.as_dict(_REPORT_PATHS),
+            "skipped": skipped.as_dict(),
             "skipped_counts": skipped.counts(),
             "corrupt_images": sum(r["corrupt"] for r in by_split.values()),
             "faces_not_found": sum(r["faces_not_found"] for r in by_split.values()),

@@ -48,7 +48,6 @@ from distill.data.synthetic.dogs import MAX_CLASSES, breed_names, render_dogs
 
 __all__ = ["DATA_FORMATS", "ImageFolderDataModule", "StanfordDogsDataModule", "SyntheticFineGrainedDataModule"]
 
-_REPORT_PATHS = 20  # skipped paths listed in summary() per reason
 DATA_FORMATS = ("files", "litdata")  # data.format: image files (data.root), or shards (data.uri)
 
 log = logging.getLogger(__name__)
@@ -287,7 +286,7 @@ class _DecodedFolderDataModule(ArrayDataModule):
             skipped, counts = self.pack().get("skipped", {}), dict(self.pack().get("skipped_counts", {}))
         else:
             report = self.skip_report()
-            skipped, counts = report.as_dict(_REPORT_PATHS), report.counts()
+            skipped, counts = report.as_dict(), report.counts()
         return {**super().summary(), "classes": len(self.class_names), "strict": self.strict,
                 "format": self.format, "in_memory": self.kept_in_memory, "skipped": skipped,
                 "skipped_counts": counts}

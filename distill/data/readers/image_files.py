@@ -18,13 +18,14 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from distill.core.images import SWAPS_SIDES, orientation, to_rgb, upright
 
-__all__ = ["IMAGE_EXTENSIONS", "SKIP_CORRUPT", "SKIP_HIDDEN", "SKIP_MISSING", "SKIP_NOT_IMAGE", "SKIP_OUTSIDE",
+__all__ = ["IMAGE_EXTENSIONS", "REPORT_PATHS", "SKIP_CORRUPT", "SKIP_HIDDEN", "SKIP_MISSING", "SKIP_NOT_IMAGE", "SKIP_OUTSIDE",
            "CorruptImageError", "IdentityFolder", "SkipReport", "image_size", "list_image_files", "load_image",
            "open_image", "scan_images"]
 
@@ -39,6 +40,9 @@ SKIP_CORRUPT = "corrupt"                  # an image file that does not decode (
 SKIP_MISSING = "missing"                  # a listed image that is not there (data.strict=false)
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+REPORT_PATHS = 20  # paths a data module's summary() lists per kind of problem
 
 
 class CorruptImageError(ValueError):
@@ -65,9 +69,15 @@ class SkipReport:
     def counts(self) -> dict[str, int]:
         return {reason: len(paths) for reason, paths in self.files.items()}
 
-    def as_dict(self, limit: int | None = 20) -> dict[str, list[str]]:
+    def as_dict(self, limit: int | None = REPORT_PATHS) -> dict[str, list[str]]:
         """{reason: [path, ...]} (the first ``limit`` paths of each reason): what summary() reports."""
         return {reason: [str(path) for path in paths[:limit]] for reason, paths in self.files.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """The count, the first paths, and the first paths of each reason: a data module's summary() entry."""
+        every = [path for paths in self.files.values() for path in paths]
+        return {"count": len(every), "paths": [str(path) for path in every[:REPORT_PATHS]],
+                "by_reason": self.as_dict()}
 
     def log(self, logger: logging.Logger, where: str, names: int = 3) -> None:
         """One WARNING per reason: the count and the first ``names`` files."""
